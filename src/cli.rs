@@ -1,0 +1,1 @@
+//! Command-line types (clap). Parsing only: no work happens here.
