@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod digest;
+pub mod manifest;
 pub mod media;
 pub mod platform;
 pub mod reference;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the demo and the tests drive for real (registry,
+# nginx, skopeo, umoci, runc, Elixir, Docker, keyrings …). Idempotent; needs
+# root (or sudo). Package postinsts may not start system services: the tests
+# start their own on loopback.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+  # real components the tests run (see shared/MACHINE.md)
+  docker-registry apache2-utils skopeo umoci runc debootstrap nginx-light
+  elixir erlang-dev docker.io hyperfine
+  gnome-keyring dbus-x11 libsecret-tools keyutils
+  # tests/support and fixtures scripts
+  jq curl ca-certificates python3 python3-cryptography util-linux tar gzip
+  coreutils findutils gawk procps iproute2 git time
+  # crates with C parts
+  build-essential pkg-config
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null; $sudo chmod 0755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
+$sudo apt-get update
+$sudo apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
