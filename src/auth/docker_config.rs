@@ -1,13 +1,15 @@
 //! Credentials from a Docker client config (`$DOCKER_CONFIG/config.json` or
-//! `~/.docker/config.json`): `auths` entries (`auth` = base64 `user:pass`, or
-//! `identitytoken`). Credential helpers (`credHelpers`, `credsStore`) join in
-//! the credentials issue.
+//! `~/.docker/config.json`), in Docker's order: the host's `credHelpers`
+//! entry, else the `credsStore` helper, else `auths` (`auth` = base64
+//! `user:pass`, `username`/`password`, or `identitytoken`). Helpers run
+//! through [`super::helpers`]. Docker Hub's aliases are one host.
 
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::helpers::{Helper, HelperError};
 use super::{AuthError, Credential, CredentialKind, CredentialSource, Secret};
 use crate::image::reference::normalize_registry_host;
 
@@ -34,7 +36,7 @@ impl DockerConfig {
         DockerConfig { path }
     }
 
-    fn read(&self) -> Result<Option<Value>, AuthError> {
+    fn read(&self, host: &str) -> Result<Option<Value>, AuthError> {
         let text = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -46,9 +48,10 @@ impl DockerConfig {
         serde_json::from_slice(&text)
             .map(Some)
             .map_err(|e| AuthError::Source {
-                host: String::new(),
+                host: host.to_owned(),
                 source_name: format!("docker config {}", self.path.display()),
-                reason: format!("not valid JSON ({})", e),
+                // serde_json's syntax errors give a position, not the text.
+                reason: format!("not valid JSON ({e})"),
             })
     }
 }
@@ -63,14 +66,77 @@ pub fn auths_key_matches(key: &str, host: &str) -> bool {
     normalize_registry_host(k) == normalize_registry_host(host)
 }
 
+impl DockerConfig {
+    /// The file read.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Ask a helper; `per_host` says whether it was named for this host
+    /// (`credHelpers`: its failure is an error the user must fix) or is the
+    /// config-wide default (`credsStore`: a failure is a warning, and the
+    /// `auths` entries still get their turn — a config copied from a desktop
+    /// onto a runner often names a store that cannot work there).
+    fn ask_helper(
+        &self,
+        name: &str,
+        host: &str,
+        per_host: bool,
+    ) -> Result<Option<Credential>, AuthError> {
+        let key = if per_host {
+            "credHelpers"
+        } else {
+            "credsStore"
+        };
+        let source = format!("docker-config ({key}: {name})");
+        match Helper::new(name).get(host, &source) {
+            Ok(c) => Ok(c),
+            Err(e) if per_host => Err(AuthError::Source {
+                host: host.to_owned(),
+                source_name: format!("docker config {} ({key})", self.path.display()),
+                reason: e.to_string(),
+            }),
+            Err(e @ HelperError::NotInstalled { .. }) => {
+                tracing::debug!(host, helper = name, error = %e, "credsStore helper not installed; skipped");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(host, helper = name, error = %e, "credsStore helper failed; trying `auths`");
+                Ok(None)
+            }
+        }
+    }
+}
+
 impl CredentialSource for DockerConfig {
     fn name(&self) -> &str {
         "docker-config"
     }
     fn get(&self, host: &str) -> Result<Option<Credential>, AuthError> {
-        let Some(cfg) = self.read()? else {
+        let Some(cfg) = self.read(host)? else {
             return Ok(None);
         };
+        if let Some(helpers) = cfg.get("credHelpers").and_then(Value::as_object) {
+            let named = helpers
+                .iter()
+                .find(|(k, _)| auths_key_matches(k, host))
+                .and_then(|(_, v)| v.as_str())
+                .filter(|n| !n.is_empty());
+            if let Some(name) = named {
+                if let Some(c) = self.ask_helper(name, host, true)? {
+                    return Ok(Some(c));
+                }
+            }
+        }
+        if let Some(name) = cfg
+            .get("credsStore")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            if let Some(c) = self.ask_helper(name, host, false)? {
+                return Ok(Some(c));
+            }
+        }
         let Some(auths) = cfg.get("auths").and_then(Value::as_object) else {
             return Ok(None);
         };
@@ -96,7 +162,7 @@ impl CredentialSource for DockerConfig {
                     username: user.to_owned(),
                     secret: Secret::new(tok),
                     kind: CredentialKind::IdentityToken,
-                    source: self.name().into(),
+                    source: "docker-config (auths)".into(),
                 }));
             }
             if let Some(auth) = entry
@@ -116,7 +182,7 @@ impl CredentialSource for DockerConfig {
                     username: u.to_owned(),
                     secret: Secret::new(p),
                     kind: CredentialKind::Password,
-                    source: self.name().into(),
+                    source: "docker-config (auths)".into(),
                 }));
             }
             if let (Some(u), Some(p)) = (
@@ -127,7 +193,7 @@ impl CredentialSource for DockerConfig {
                     username: u.to_owned(),
                     secret: Secret::new(p),
                     kind: CredentialKind::Password,
-                    source: self.name().into(),
+                    source: "docker-config (auths)".into(),
                 }));
             }
         }

@@ -1,10 +1,16 @@
 //! Registry credentials: the `Secret` type that never prints, the
 //! `CredentialSource` trait, and the chain that asks each source in turn
-//! (explicit/env → OS keyring → docker config → anonymous).
+//! (explicit/env → OS keyring → docker config → anonymous), built in one
+//! place by [`chain_for`].
 
 pub mod docker_config;
+pub mod helpers;
+pub mod keyring;
 
 use std::fmt;
+
+use self::docker_config::DockerConfig;
+use self::keyring::KeyringSource;
 
 /// A secret (password or token). `Debug` and `Display` print `<redacted>`;
 /// only [`Secret::expose`] gives the text, at the one place that sends it.
@@ -117,6 +123,65 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// The sources' names, in order (`env, keyring, docker-config`).
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.sources.iter().map(|s| s.name()).collect();
+        if names.is_empty() {
+            "anonymous only".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Ask every source (not just until the first answer) what it has for
+    /// `host`: for `credentials --host`. Holds no secret.
+    pub fn explain(&self, host: &str) -> Vec<SourceAnswer> {
+        self.sources
+            .iter()
+            .map(|s| match s.get(host) {
+                Ok(Some(c)) => SourceAnswer {
+                    source: s.name().to_owned(),
+                    answer: Some(c.source.clone()),
+                    username: Some(c.username.clone()),
+                    identity_token: c.kind == CredentialKind::IdentityToken,
+                    error: None,
+                },
+                Ok(None) => SourceAnswer {
+                    source: s.name().to_owned(),
+                    answer: None,
+                    username: None,
+                    identity_token: false,
+                    error: None,
+                },
+                Err(e) => SourceAnswer {
+                    source: s.name().to_owned(),
+                    answer: None,
+                    username: None,
+                    identity_token: false,
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect()
+    }
+}
+
+/// What one source of a chain has for a host (never the secret).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SourceAnswer {
+    /// The source (`flags`, `env`, `keyring`, `docker-config`).
+    pub source: String,
+    /// Where exactly its credentials come from (`keyring (secret-service)`,
+    /// `docker-config (credHelpers: pass)`), when it has some.
+    pub answer: Option<String>,
+    /// The user name, when it has credentials.
+    pub username: Option<String>,
+    /// Whether the secret is an identity (refresh) token.
+    pub identity_token: bool,
+    /// Why the source failed, when it did.
+    pub error: Option<String>,
+}
+
 impl CredentialSource for Chain {
     fn name(&self) -> &str {
         "chain"
@@ -124,7 +189,7 @@ impl CredentialSource for Chain {
     fn get(&self, host: &str) -> Result<Option<Credential>, AuthError> {
         for s in &self.sources {
             if let Some(c) = s.get(host)? {
-                tracing::debug!(host, source = s.name(), "credentials found");
+                tracing::debug!(host, source = %c.source, username = %c.username, "credentials found");
                 return Ok(Some(c));
             }
             tracing::trace!(host, source = s.name(), "no credentials");
@@ -132,6 +197,103 @@ impl CredentialSource for Chain {
         tracing::debug!(host, "no credentials in any source; anonymous");
         Ok(None)
     }
+}
+
+/// The user name for the push target, from the environment (CI secrets).
+pub const USERNAME_ENV: &str = "GUILDHALL_IMAGE_USERNAME";
+/// The password or token for the push target, from the environment.
+pub const PASSWORD_ENV: &str = "GUILDHALL_IMAGE_PASSWORD";
+
+/// What the chain takes from the process environment, gathered once (tests
+/// give their own).
+pub struct ChainEnv {
+    /// `GUILDHALL_IMAGE_USERNAME` / `GUILDHALL_IMAGE_PASSWORD`, when both are
+    /// set and not empty.
+    pub credentials: Option<(String, Secret)>,
+    /// The OS keyring (`GUILDHALL_IMAGE_KEYRING` narrows or disables it).
+    pub keyring: KeyringSource,
+    /// The docker config (`DOCKER_CONFIG`, else `~/.docker`).
+    pub docker_config: DockerConfig,
+}
+
+impl ChainEnv {
+    /// Read the environment. Half-given env credentials (a CI secret that is
+    /// missing expands to an empty string) are ignored with a warning.
+    pub fn from_process() -> ChainEnv {
+        let user = std::env::var(USERNAME_ENV).ok().filter(|v| !v.is_empty());
+        let pass = std::env::var(PASSWORD_ENV).ok().filter(|v| !v.is_empty());
+        let credentials = match (user, pass) {
+            (Some(u), Some(p)) => Some((u, Secret::new(p))),
+            (Some(_), None) => {
+                tracing::warn!(
+                    "{USERNAME_ENV} is set but {PASSWORD_ENV} is empty or unset; both ignored"
+                );
+                None
+            }
+            (None, Some(_)) => {
+                tracing::warn!(
+                    "{PASSWORD_ENV} is set but {USERNAME_ENV} is empty or unset; both ignored"
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        ChainEnv {
+            credentials,
+            keyring: KeyringSource::from_env(),
+            docker_config: DockerConfig::from_env(),
+        }
+    }
+}
+
+/// The credential chain of a command, first answer wins:
+///
+/// 1. `explicit` (`--username` + `--password-stdin`), for the push target only;
+/// 2. env `GUILDHALL_IMAGE_USERNAME`/`_PASSWORD`, for the push target only —
+///    never sent to a base image's registry or any other host;
+/// 3. the OS keyring;
+/// 4. the docker config (`credHelpers`, `credsStore`, `auths`);
+/// 5. nothing: anonymous.
+///
+/// Without a push target (`build` without `--push`, `inspect`) `explicit` and
+/// the env credentials are not used. With `-v` the chain says which source
+/// answered for which host (never the secret).
+pub fn chain_for(
+    push_target_host: Option<&str>,
+    explicit: Option<Credential>,
+    env: ChainEnv,
+) -> Chain {
+    let mut chain = Chain::new();
+    match push_target_host {
+        Some(host) => {
+            if let Some(c) = explicit {
+                chain.push(Box::new(ForHost::from_credential(host, c)));
+            }
+            if let Some((user, secret)) = env.credentials {
+                chain.push(Box::new(ForHost::new(host, user, secret, "env")));
+            }
+        }
+        None => {
+            if explicit.is_some() {
+                tracing::debug!("credentials from flags ignored: no push target");
+            }
+            if env.credentials.is_some() {
+                tracing::debug!(
+                    "credentials from {USERNAME_ENV}/{PASSWORD_ENV} ignored: no push target"
+                );
+            }
+        }
+    }
+    if env.keyring.is_enabled() {
+        chain.push(Box::new(env.keyring));
+    }
+    chain.push(Box::new(env.docker_config));
+    tracing::debug!(
+        push_target = push_target_host.unwrap_or("-"),
+        sources = %chain.describe(),
+        "credential chain"
+    );
+    chain
 }
 
 /// Credentials given for exactly one host (flags, or env for the push target).
@@ -151,6 +313,16 @@ impl ForHost {
                 kind: CredentialKind::Password,
                 source: source.into(),
             },
+        }
+    }
+}
+
+impl ForHost {
+    /// These credentials (their kind and source kept), only for `host`.
+    pub fn from_credential(host: &str, cred: Credential) -> ForHost {
+        ForHost {
+            host: crate::image::reference::normalize_registry_host(host),
+            cred,
         }
     }
 }

@@ -1,0 +1,668 @@
+//! The OS keyring as a credential store: one entry per registry host holding
+//! username and secret together, in the Secret Service (GNOME Keyring,
+//! KWallet) when a D-Bus session offers one, else in the kernel's keyutils
+//! user keyring; the macOS Keychain or Windows Credential Manager elsewhere.
+//! A keyring that is not there is skipped with one debug line, never fatal.
+//!
+//! Built on keyring 3.6, not 4: keyring 4 split into `keyring-core` plus one
+//! crate per store, and its keyutils store names keys differently, so
+//! credentials stored by a 3.x build would silently vanish after an upgrade.
+//! 3.6 builds cleanly with the stores we need (`linux-native`,
+//! `sync-secret-service` with `crypto-rust`, `vendored` libdbus) and lets us
+//! pick the store per entry, which is what the fallback below needs. Keys in
+//! keyutils keep 3.x's name, `keyring-rs:HOST@guildhall-image`.
+//!
+//! Listing: no store can enumerate our entries portably, so the hosts that
+//! have credentials (and the store that took them, never a secret) are kept
+//! in `$XDG_CONFIG_HOME/guildhall-image/credential-hosts.json`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, Credential, CredentialKind, CredentialSource, Secret};
+use crate::image::reference::normalize_registry_host;
+
+/// The keyring service name: one entry per registry host under it.
+pub const SERVICE: &str = "guildhall-image";
+/// Selects the stores: `auto` (default), `secret-service`, `keyutils`,
+/// `native`, or `none` (no OS keyring at all, e.g. on CI).
+pub const MODE_ENV: &str = "GUILDHALL_IMAGE_KEYRING";
+/// The index of hosts with stored credentials, in the config directory.
+const INDEX_FILE: &str = "credential-hosts.json";
+/// How long a read may take before the store counts as unavailable (a hung
+/// D-Bus service must not stall a push).
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long storing or removing may take: a desktop may show an unlock
+/// prompt for the login keyring first.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One place the OS keeps secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Store {
+    /// The freedesktop Secret Service over D-Bus (GNOME Keyring, KWallet).
+    SecretService,
+    /// The Linux kernel's key retention service: the user keyring (`@u`),
+    /// which lives until reboot and is shared by all of the user's sessions.
+    Keyutils,
+    /// The platform's own store: macOS Keychain, Windows Credential Manager.
+    Native,
+}
+
+impl Store {
+    /// The name used in messages, `--json` and the index.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::SecretService => "secret-service",
+            Store::Keyutils => "keyutils",
+            Store::Native => "native",
+        }
+    }
+
+    /// The stores of this platform, in the order they are tried.
+    pub fn platform() -> &'static [Store] {
+        if cfg!(target_os = "linux") {
+            &[Store::SecretService, Store::Keyutils]
+        } else {
+            &[Store::Native]
+        }
+    }
+
+    fn parse(s: &str) -> Option<Store> {
+        match s {
+            "secret-service" => Some(Store::SecretService),
+            "keyutils" => Some(Store::Keyutils),
+            "native" => Some(Store::Native),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why storing or removing credentials failed. Never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// No store could take the credentials.
+    #[error(
+        "no OS keyring is available to store the credentials for {host} ({tried}); \
+         on CI give them as GUILDHALL_IMAGE_USERNAME/GUILDHALL_IMAGE_PASSWORD instead"
+    )]
+    Unavailable {
+        /// The registry host.
+        host: String,
+        /// Each store tried and why it could not (`store: reason; …`).
+        tried: String,
+    },
+    /// A store was there but refused the operation.
+    #[error("{action} the credentials for {host} in the {store} keyring: {reason}")]
+    Refused {
+        /// `storing` or `removing`.
+        action: &'static str,
+        /// The registry host.
+        host: String,
+        /// The store.
+        store: Store,
+        /// What the store said.
+        reason: String,
+    },
+}
+
+/// A host with stored credentials, as `credentials` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredHost {
+    /// The registry host.
+    pub host: String,
+    /// The user name stored with the secret (`None` when the store cannot be
+    /// reached right now).
+    pub username: Option<String>,
+    /// The store holding it.
+    pub store: Store,
+    /// Set when the entry could not be checked (the store's reason).
+    pub unverified: Option<String>,
+}
+
+/// What was stored: username and secret, serialised together as the
+/// entry's password so a host has exactly one entry.
+#[derive(Serialize)]
+struct PayloadOut<'a> {
+    username: &'a str,
+    secret: &'a str,
+}
+
+#[derive(Deserialize)]
+struct PayloadIn {
+    username: String,
+    secret: String,
+}
+
+/// The outcome of asking one store.
+enum Outcome<T> {
+    /// The store answered.
+    Done(T),
+    /// The store is there and has no entry for the host.
+    Absent,
+    /// The store is not there (no D-Bus session, locked collection, no
+    /// keyutils, timed out): skip it.
+    Unavailable(String),
+    /// The store is there but the operation failed (bad entry, refused).
+    Failed(String),
+}
+
+/// The OS keyring: a [`CredentialSource`] for the chain, and the store,
+/// delete and list operations of `login`, `logout` and `credentials`.
+pub struct KeyringSource {
+    stores: Vec<Store>,
+    index: Option<PathBuf>,
+    /// Stores already found unavailable (and said so, once).
+    unavailable: Mutex<HashSet<Store>>,
+}
+
+impl KeyringSource {
+    /// The platform's stores, narrowed by `GUILDHALL_IMAGE_KEYRING`, with the
+    /// index in the user's config directory.
+    pub fn from_env() -> KeyringSource {
+        let stores = match std::env::var(MODE_ENV) {
+            Err(_) => Store::platform().to_vec(),
+            Ok(v) => match v.trim() {
+                "" | "auto" => Store::platform().to_vec(),
+                "none" | "off" => Vec::new(),
+                other => match Store::parse(other) {
+                    Some(s) => vec![s],
+                    None => {
+                        tracing::warn!(
+                            "{MODE_ENV}=`{other}` is not auto, secret-service, keyutils, native or none; using auto"
+                        );
+                        Store::platform().to_vec()
+                    }
+                },
+            },
+        };
+        KeyringSource::new(stores, index_path())
+    }
+
+    /// These stores, in this order, and the index at `index` (`None`: no
+    /// index, so nothing can be listed).
+    pub fn new(stores: Vec<Store>, index: Option<PathBuf>) -> KeyringSource {
+        KeyringSource {
+            stores,
+            index,
+            unavailable: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The stores asked, in order.
+    pub fn stores(&self) -> &[Store] {
+        &self.stores
+    }
+
+    /// Whether any store is configured at all (`GUILDHALL_IMAGE_KEYRING=none`
+    /// turns the keyring off).
+    pub fn is_enabled(&self) -> bool {
+        !self.stores.is_empty()
+    }
+
+    /// Store `username` and `secret` for `host` in the first store that
+    /// takes them, replacing what was there, and record the host in the
+    /// index. Returns the store used.
+    pub fn store(
+        &self,
+        host: &str,
+        username: &str,
+        secret: &Secret,
+    ) -> Result<Store, KeyringError> {
+        let host = normalize_registry_host(host);
+        let payload = Secret::new(
+            serde_json::to_string(&PayloadOut {
+                username,
+                secret: secret.expose(),
+            })
+            .expect("two strings serialise"),
+        );
+        let mut tried = Vec::new();
+        for &store in &self.stores {
+            let p = payload.clone();
+            match attempt(store, &host, WRITE_TIMEOUT, move |e| {
+                e.set_password(p.expose())
+            }) {
+                Outcome::Done(()) => {
+                    tracing::debug!(host, store = store.name(), "credentials stored");
+                    // A later store may hold older credentials for the host;
+                    // they would never answer before this one, but `logout`
+                    // and `credentials` are clearer without them. (Earlier
+                    // stores were unavailable a moment ago: not asked again.)
+                    let later = self.stores.iter().skip_while(|&&s| s != store).skip(1);
+                    for &other in later {
+                        if let Outcome::Done(()) =
+                            attempt(other, &host, READ_TIMEOUT, |e| e.delete_credential())
+                        {
+                            tracing::debug!(
+                                host,
+                                store = other.name(),
+                                "older credentials removed"
+                            );
+                        }
+                    }
+                    self.index_update(&host, Some(store));
+                    return Ok(store);
+                }
+                Outcome::Unavailable(reason) => {
+                    tracing::debug!(store = store.name(), %reason, "OS keyring unavailable; trying the next");
+                    tried.push(format!("{store}: {reason}"));
+                }
+                Outcome::Absent => tried.push(format!("{store}: no entry")),
+                Outcome::Failed(reason) => {
+                    return Err(KeyringError::Refused {
+                        action: "storing",
+                        host,
+                        store,
+                        reason,
+                    });
+                }
+            }
+        }
+        if tried.is_empty() {
+            tried.push(format!("{MODE_ENV}=none"));
+        }
+        Err(KeyringError::Unavailable {
+            host,
+            tried: tried.join("; "),
+        })
+    }
+
+    /// Remove the credentials for `host` from every store that has them and
+    /// from the index. Returns the stores they were removed from (empty:
+    /// nothing was stored).
+    pub fn delete(&self, host: &str) -> Result<Vec<Store>, KeyringError> {
+        let host = normalize_registry_host(host);
+        let mut removed = Vec::new();
+        for &store in &self.stores {
+            match attempt(store, &host, WRITE_TIMEOUT, |e| e.delete_credential()) {
+                Outcome::Done(()) => removed.push(store),
+                Outcome::Absent => {}
+                Outcome::Unavailable(reason) => {
+                    tracing::debug!(store = store.name(), %reason, "OS keyring unavailable; skipped");
+                }
+                Outcome::Failed(reason) => {
+                    return Err(KeyringError::Refused {
+                        action: "removing",
+                        host,
+                        store,
+                        reason,
+                    });
+                }
+            }
+        }
+        self.index_update(&host, None);
+        Ok(removed)
+    }
+
+    /// The hosts in the index whose credentials are still stored (entries
+    /// gone from their store, e.g. keyutils after a reboot, are dropped from
+    /// the index). Reads each entry to check it; shows no secret.
+    pub fn list(&self) -> Vec<StoredHost> {
+        let index = self.index_read();
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (host, recorded) in &index {
+            // The recorded store first, then the others.
+            let mut order: Vec<Store> = self
+                .stores
+                .iter()
+                .copied()
+                .filter(|s| s == recorded)
+                .collect();
+            order.extend(self.stores.iter().copied().filter(|s| s != recorded));
+            let mut found = None;
+            let mut unverified = None;
+            for store in order {
+                match self.read(store, host) {
+                    Outcome::Done((user, _secret)) => {
+                        found = Some(StoredHost {
+                            host: host.clone(),
+                            username: Some(user),
+                            store,
+                            unverified: None,
+                        });
+                        break;
+                    }
+                    Outcome::Unavailable(reason) if store == *recorded => unverified = Some(reason),
+                    Outcome::Failed(reason) if store == *recorded => unverified = Some(reason),
+                    _ => {}
+                }
+            }
+            match (found, unverified) {
+                (Some(f), _) => out.push(f),
+                (None, Some(reason)) => out.push(StoredHost {
+                    host: host.clone(),
+                    username: None,
+                    store: *recorded,
+                    unverified: Some(reason),
+                }),
+                (None, None) => gone.push(host.clone()),
+            }
+        }
+        for host in gone {
+            tracing::debug!(
+                host,
+                "credentials no longer in the keyring; dropped from the index"
+            );
+            self.index_update(&host, None);
+        }
+        out
+    }
+
+    /// Read one store, remembering (and saying once) when it is unavailable.
+    fn read(&self, store: Store, host: &str) -> Outcome<(String, Secret)> {
+        if self
+            .unavailable
+            .lock()
+            .expect("not poisoned")
+            .contains(&store)
+        {
+            return Outcome::Unavailable("unavailable (see above)".into());
+        }
+        let out = attempt(store, host, READ_TIMEOUT, |e| {
+            e.get_password().map(Secret::new)
+        });
+        match out {
+            Outcome::Done(raw) => match serde_json::from_str::<PayloadIn>(raw.expose()) {
+                Ok(p) => {
+                    let secret = Secret::new(p.secret);
+                    if p.username.is_empty() || secret.is_empty() {
+                        Outcome::Failed("the stored entry has an empty username or secret".into())
+                    } else {
+                        Outcome::Done((p.username, secret))
+                    }
+                }
+                // Not the serde error: it can quote the text it choked on.
+                Err(_) => {
+                    Outcome::Failed("the stored entry is not a guildhall-image credential".into())
+                }
+            },
+            Outcome::Unavailable(reason) => {
+                if self.unavailable.lock().expect("not poisoned").insert(store) {
+                    tracing::debug!(store = store.name(), %reason, "OS keyring unavailable; skipped");
+                }
+                Outcome::Unavailable(reason)
+            }
+            Outcome::Absent => Outcome::Absent,
+            Outcome::Failed(r) => Outcome::Failed(r),
+        }
+    }
+
+    fn index_read(&self) -> BTreeMap<String, Store> {
+        let Some(path) = &self.index else {
+            return BTreeMap::new();
+        };
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the credential index");
+                return BTreeMap::new();
+            }
+        };
+        match serde_json::from_slice::<Index>(&text) {
+            Ok(i) => i.hosts,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the credential index is not valid; ignored");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Set (or with `None` remove) a host in the index. Failing to write it
+    /// only costs the listing, so it is a warning.
+    fn index_update(&self, host: &str, store: Option<Store>) {
+        let Some(path) = &self.index else { return };
+        let mut hosts = self.index_read();
+        let changed = match store {
+            Some(s) => hosts.insert(host.to_owned(), s) != Some(s),
+            None => hosts.remove(host).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        if let Err(e) = write_index(path, hosts) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot update the credential index");
+        }
+    }
+}
+
+impl CredentialSource for KeyringSource {
+    fn name(&self) -> &str {
+        "keyring"
+    }
+
+    fn get(&self, host: &str) -> Result<Option<Credential>, AuthError> {
+        let host = normalize_registry_host(host);
+        for &store in &self.stores {
+            match self.read(store, &host) {
+                Outcome::Done((username, secret)) => {
+                    return Ok(Some(Credential {
+                        username,
+                        secret,
+                        kind: CredentialKind::Password,
+                        source: format!("keyring ({store})"),
+                    }));
+                }
+                Outcome::Failed(reason) => {
+                    tracing::warn!(host, store = store.name(), %reason, "stored credentials unusable; skipped");
+                }
+                Outcome::Absent | Outcome::Unavailable(_) => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The index file: host → store. Host names only, never secrets.
+#[derive(Serialize, Deserialize, Default)]
+struct Index {
+    #[serde(default)]
+    about: String,
+    #[serde(default)]
+    hosts: BTreeMap<String, Store>,
+}
+
+fn write_index(path: &std::path::Path, hosts: BTreeMap<String, Store>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let index = Index {
+        about: "registry hosts with credentials in the OS keyring (written by guildhall-image; no secrets)".into(),
+        hosts,
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer_pretty(&mut tmp, &index)?;
+    tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `$XDG_CONFIG_HOME/guildhall-image/credential-hosts.json`, else under
+/// `~/.config`; `None` without either variable.
+pub fn index_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("guildhall-image").join(INDEX_FILE))
+}
+
+/// Run `op` on the entry for `host` in `store`, on a thread of its own so a
+/// store that hangs (a D-Bus service waiting on an unlock prompt nobody will
+/// answer) costs at most `timeout`.
+fn attempt<T, F>(store: Store, host: &str, timeout: Duration, op: F) -> Outcome<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&::keyring::Entry) -> ::keyring::Result<T> + Send + 'static,
+{
+    if let Err(reason) = precheck(store) {
+        return Outcome::Unavailable(reason);
+    }
+    let host = host.to_owned();
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("keyring-{}", store.name()))
+        .spawn(move || {
+            let r = entry(store, &host).and_then(|e| op(&e));
+            let _ = tx.send(r);
+        });
+    if let Err(e) = spawned {
+        return Outcome::Unavailable(format!("cannot start a thread: {e}"));
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(v)) => Outcome::Done(v),
+        Ok(Err(e)) => classify(store, e),
+        Err(_) => Outcome::Unavailable(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
+
+/// Sort a keyring error into absent / unavailable / failed, in words that
+/// hold no secret (`BadEncoding` carries the bytes in its `Debug` only, so
+/// only `Display` is used).
+fn classify<T>(store: Store, e: ::keyring::Error) -> Outcome<T> {
+    use ::keyring::Error as E;
+    match e {
+        E::NoEntry => Outcome::Absent,
+        E::NoStorageAccess(inner) => Outcome::Unavailable(format!("no access: {inner}")),
+        E::PlatformFailure(inner) => Outcome::Unavailable(one_line(&inner.to_string())),
+        E::BadEncoding(_) => Outcome::Failed("the stored entry is not UTF-8".into()),
+        E::Ambiguous(items) => Outcome::Failed(format!(
+            "{} entries match in the {store} keyring; remove the extra ones",
+            items.len()
+        )),
+        other => Outcome::Failed(one_line(&other.to_string())),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("").trim();
+    if l.chars().count() > 200 {
+        format!("{}…", l.chars().take(200).collect::<String>())
+    } else {
+        l.to_owned()
+    }
+}
+
+/// Cheap checks that say a store cannot work here, before touching it.
+fn precheck(store: Store) -> Result<(), String> {
+    match store {
+        Store::SecretService => {
+            // Without a session bus libdbus would try to autolaunch one
+            // (through X11), which at best fails slowly.
+            let has_env =
+                std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|v| !v.is_empty());
+            let has_socket = std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|d| PathBuf::from(d).join("bus"))
+                .is_some_and(|p| p.exists());
+            if has_env || has_socket {
+                Ok(())
+            } else {
+                Err("no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is unset)".into())
+            }
+        }
+        Store::Keyutils => Ok(()),
+        Store::Native => {
+            // Without a native store compiled in, keyring falls back to an
+            // in-memory mock that would "store" and forget.
+            use ::keyring::credential::CredentialPersistence as P;
+            match ::keyring::default::default_credential_builder().persistence() {
+                P::EntryOnly | P::ProcessOnly => {
+                    Err("no native keyring on this platform in this build".into())
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// The keyring entry for `host` in `store`, built explicitly (never through
+/// keyring's process-wide default) so the store that answers is known.
+fn entry(store: Store, host: &str) -> ::keyring::Result<::keyring::Entry> {
+    match store {
+        #[cfg(target_os = "linux")]
+        Store::SecretService => {
+            let c = ::keyring::secret_service::SsCredential::new_with_target(None, SERVICE, host)?;
+            Ok(::keyring::Entry::new_with_credential(Box::new(c)))
+        }
+        #[cfg(target_os = "linux")]
+        Store::Keyutils => {
+            use linux_keyutils::{KeyRing, KeyRingIdentifier};
+            // The user keyring, not keyring's default (the session keyring
+            // plus the persistent one): a CI step, a second terminal or a
+            // `sudo -u` shell may each have their own session keyring, but
+            // every process of the user shares `@u`.
+            let user = KeyRing::from_special_id(KeyRingIdentifier::User, true)
+                .map_err(|e| ::keyring::Error::PlatformFailure(Box::new(e)))?;
+            let c = ::keyring::keyutils::KeyutilsCredential {
+                session: user,
+                persistent: None,
+                description: keyutils_description(host),
+            };
+            Ok(::keyring::Entry::new_with_credential(Box::new(c)))
+        }
+        #[cfg(not(target_os = "linux"))]
+        Store::SecretService | Store::Keyutils => Err(::keyring::Error::PlatformFailure(
+            format!("the {store} store exists only on Linux").into(),
+        )),
+        Store::Native => ::keyring::Entry::new(SERVICE, host),
+    }
+}
+
+/// The keyutils key description for a host (keyring 3.x's naming).
+pub fn keyutils_description(host: &str) -> String {
+    format!("keyring-rs:{host}@{SERVICE}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_holds_host_names_and_stores_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join(INDEX_FILE);
+        let k = KeyringSource::new(Vec::new(), Some(path.clone()));
+        k.index_update("Registry.Example:5000", Some(Store::Keyutils));
+        k.index_update("ghcr.io", Some(Store::SecretService));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"Registry.Example:5000\": \"keyutils\""),
+            "{text}"
+        );
+        assert_eq!(k.index_read().len(), 2);
+        k.index_update("ghcr.io", None);
+        assert_eq!(
+            k.index_read().into_keys().collect::<Vec<_>>(),
+            ["Registry.Example:5000"]
+        );
+    }
+
+    #[test]
+    fn without_any_store_storing_says_there_is_no_keyring() {
+        let k = KeyringSource::new(Vec::new(), None);
+        let err = k
+            .store("ghcr.io", "u", &Secret::new("hunter2"))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no OS keyring") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(k.get("ghcr.io").unwrap().is_none());
+    }
+}
