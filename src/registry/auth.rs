@@ -445,7 +445,9 @@ impl Client {
                     who(c)
                 ),
                 None => {
-                    format!("the registry needs credentials and none were found for it ({body})")
+                    format!(
+                        "the registry requires authentication and no credentials were found for it ({body})"
+                    )
                 }
             };
             return Err(RegistryError::Unauthorized {
@@ -564,7 +566,7 @@ impl Client {
                 (None, _) => Err(RegistryError::Unauthorized {
                     registry: ctx.registry.clone(),
                     reason: format!(
-                        "the registry needs credentials and none were found for it ({body})"
+                        "the registry requires authentication and no credentials were found for it ({body})"
                     ),
                 }),
                 (Some(c), Some(_)) => Err(RegistryError::Unauthorized {
@@ -617,7 +619,7 @@ impl Client {
             (None, _) => RegistryError::Unauthorized {
                 registry: ctx.registry.clone(),
                 reason: format!(
-                    "the registry needs credentials and none were found for it ({body})"
+                    "the registry requires authentication and no credentials were found for it ({body})"
                 ),
             },
         }

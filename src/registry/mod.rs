@@ -20,6 +20,7 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+mod blob;
 mod pull;
 mod push;
 mod retry;
@@ -483,12 +484,14 @@ pub(crate) struct Req {
 pub(crate) enum ReqBody {
     Empty,
     Bytes(Bytes),
-    /// `len` bytes of a file from `offset`, streamed; `task` counts them.
+    /// `len` bytes of a file from `offset`, streamed; `task` and `sent`
+    /// count the bytes actually read into the request.
     File {
         path: PathBuf,
         offset: u64,
         len: u64,
         task: Option<Task>,
+        sent: Option<Arc<AtomicU64>>,
     },
 }
 
@@ -745,8 +748,14 @@ impl Client {
                 offset,
                 len,
                 task,
+                sent,
             } => {
-                let body = file_body(path, *offset, *len, task.clone(), activity.clone())
+                let counters = Counters {
+                    activity: activity.clone(),
+                    task: task.clone(),
+                    sent: sent.clone(),
+                };
+                let body = file_body(path, *offset, *len, counters)
                     .await
                     .map_err(|e| Failure::Local(path.clone(), e))?;
                 builder.header(CONTENT_LENGTH, len.to_string()).body(body)
@@ -967,22 +976,32 @@ pub(crate) enum Sent {
     Failed(Failure),
 }
 
+/// What counts the bytes of a streamed body.
+struct Counters {
+    activity: Activity,
+    task: Option<Task>,
+    sent: Option<Arc<AtomicU64>>,
+}
+
 /// A body of `len` bytes of `path` from `offset`, read as it is sent.
 async fn file_body(
     path: &std::path::Path,
     offset: u64,
     len: u64,
-    task: Option<Task>,
-    activity: Activity,
+    counters: Counters,
 ) -> std::io::Result<reqwest::Body> {
     let mut f = tokio::fs::File::open(path).await?;
     f.seek(std::io::SeekFrom::Start(offset)).await?;
     let reader = f.take(len);
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_BUF).inspect_ok(
         move |chunk: &Bytes| {
-            activity.touch();
-            if let Some(t) = &task {
-                t.inc(chunk.len() as u64);
+            counters.activity.touch();
+            let n = chunk.len() as u64;
+            if let Some(t) = &counters.task {
+                t.inc(n);
+            }
+            if let Some(s) = &counters.sent {
+                s.fetch_add(n, Ordering::Relaxed);
             }
         },
     );
@@ -1017,7 +1036,9 @@ fn parse_error_body(status: u16, content_type: &str, bytes: &[u8]) -> ErrorBody 
     if let Ok(e) = serde_json::from_slice::<Errors>(bytes) {
         if let Some(first) = e.errors.into_iter().next() {
             let message = match (first.message, first.detail) {
-                (Some(m), Some(d)) if !d.is_null() && d.as_object().is_none_or(|o| !o.is_empty()) => {
+                (Some(m), Some(d))
+                    if !d.is_null() && d.as_object().is_none_or(|o| !o.is_empty()) =>
+                {
                     Some(format!("{m} ({})", snippet(d.to_string().as_bytes())))
                 }
                 (m, _) => m,

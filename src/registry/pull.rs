@@ -244,17 +244,47 @@ impl Client {
                 reason,
             })?;
         let config_desc = blobs[0].clone();
-        let mut todo: Vec<BlobDesc> = Vec::new();
-        for b in &blobs {
-            if layout.has_blob(&b.digest) && layout.blob_size(&b.digest)? == b.size {
-                continue;
+        let missing = |b: &BlobDesc| -> Result<bool> {
+            Ok(!(layout.has_blob(&b.digest) && layout.blob_size(&b.digest)? == b.size))
+        };
+        let mut blobs_fetched = 0;
+        let mut bytes_fetched = 0;
+        // The config first: it says which platform the image is for.
+        if missing(&config_desc)? {
+            self.download_blob(r, &ctx, &config_desc, layout, progress)
+                .await?;
+            blobs_fetched += 1;
+            bytes_fetched += config_desc.size;
+        }
+        let config = layout.read_blob(&config_desc.digest)?;
+        if index_digest.is_none() {
+            let cfg: Value =
+                serde_json::from_slice(&config).map_err(|e| RegistryError::Protocol {
+                    url: Redacted(format!(
+                        "{}/{}@{}",
+                        r.registry, r.repository, config_desc.digest
+                    )),
+                    status: 200,
+                    reason: format!("the image config is not JSON: {e}"),
+                })?;
+            if let Some(p) = crate::image::config::config_platform(&cfg) {
+                if !p.satisfies(platform) {
+                    return Err(RegistryError::PlatformNotFound {
+                        reference: r.to_string(),
+                        wanted: platform.to_string(),
+                        available: p.to_string(),
+                    });
+                }
             }
-            if !todo.iter().any(|t| t.digest == b.digest) {
+        }
+        let mut todo: Vec<BlobDesc> = Vec::new();
+        for b in &blobs[1..] {
+            if missing(b)? && !todo.iter().any(|t| t.digest == b.digest) {
                 todo.push(b.clone());
             }
         }
-        let blobs_fetched = todo.len();
-        let bytes_fetched: u64 = todo.iter().map(|b| b.size).sum();
+        blobs_fetched += todo.len();
+        bytes_fetched += todo.iter().map(|b| b.size).sum::<u64>();
         futures_util::stream::iter(todo.into_iter().map(|b| {
             let ctx = &ctx;
             async move { self.download_blob(r, ctx, &b, layout, progress).await }
@@ -262,7 +292,6 @@ impl Client {
         .buffer_unordered(self.inner.opts.concurrency)
         .try_collect::<Vec<()>>()
         .await?;
-        let config = layout.read_blob(&config_desc.digest)?;
         layout.write_blob(&manifest.bytes)?;
         Ok(Pulled {
             size: manifest.bytes.len() as u64,

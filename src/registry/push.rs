@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -297,7 +298,7 @@ impl Client {
             on_chunk: opts.on_chunk.clone(),
             progress,
             requests,
-            bytes_sent: 0,
+            sent: Arc::new(AtomicU64::new(0)),
         };
         let how = up.run(session).await?;
         task.finish("pushed");
@@ -438,7 +439,8 @@ struct Upload<'a> {
     on_chunk: Option<ChunkHook>,
     progress: &'a Progress,
     requests: u32,
-    bytes_sent: u64,
+    /// Blob bytes read into request bodies (retries included).
+    sent: Arc<AtomicU64>,
 }
 
 /// What the next request of a session is.
@@ -492,7 +494,6 @@ impl Upload<'_> {
             let chunk = self.client.chunk_size(&registry);
             let (req, body_len) = self.request_for(&next, &url, offset, chunk);
             self.requests += 1;
-            self.bytes_sent += body_len;
             if body_len > 0 {
                 self.task.set_position(offset);
             }
@@ -615,7 +616,7 @@ impl Upload<'_> {
     fn uploaded(&self) -> BlobHow {
         BlobHow::Uploaded {
             requests: self.requests,
-            bytes: self.bytes_sent,
+            bytes: self.sent.load(Ordering::Relaxed),
         }
     }
 
@@ -644,6 +645,7 @@ impl Upload<'_> {
             offset,
             len,
             task: Some(self.task.clone()),
+            sent: Some(self.sent.clone()),
         };
         match step {
             Step::Status => (Req::new(Method::GET, url.clone()), 0),

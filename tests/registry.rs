@@ -1,0 +1,23 @@
+//! The registry client against real components: CNCF distribution
+//! (`docker-registry`) with anonymous, Basic and Bearer-token auth, nginx
+//! with a body-size cap, skopeo reading back what was pushed; and, for
+//! faults a real registry cannot produce on cue, the in-process FAKE
+//! `FaultyRegistry`.
+//!
+//! Missing tools (docker-registry, skopeo, nginx) fail the tests with a
+//! message naming the package; CI installs them.
+
+#[path = "registry/harness.rs"]
+mod harness;
+
+#[path = "support/faulty_registry.rs"]
+mod faulty_registry;
+
+#[path = "registry/bench.rs"]
+mod bench;
+#[path = "registry/faults.rs"]
+mod faults;
+#[path = "registry/pull.rs"]
+mod pull;
+#[path = "registry/push.rs"]
+mod push;

@@ -1,0 +1,106 @@
+//! Benchmarks, ignored by default (run with `--ignored --nocapture`):
+//!
+//! - `push_throughput_against_skopeo`: first push of a layout with a
+//!   `GUILDHALL_BENCH_MB` (default 60) MiB layer to a loopback registry, by
+//!   this client and by `skopeo copy`, alternating, 3 runs each, each to a new
+//!   repository (so every blob is uploaded); prints the medians and the ratio.
+//! - `pushing_a_large_layer_keeps_memory_flat`: pushes one
+//!   `GUILDHALL_BENCH_MB` (default 500) MiB layer; run it under
+//!   `/usr/bin/time -v` to read the peak RSS.
+
+use std::time::{Duration, Instant};
+
+use guildhall_image::image::RegistryRef;
+use guildhall_image::progress::Progress;
+use guildhall_image::registry::{ClientOptions, PushOptions};
+
+use crate::harness::*;
+
+fn bench_mb(default: u64) -> u64 {
+    std::env::var("GUILDHALL_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn push_throughput_against_skopeo() {
+    let mb = bench_mb(60);
+    let reg = RealRegistry::start(Mode::Anonymous);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("l");
+    let (layout, img) = make_image(&dir, "v1", &[mb * MIB, 200_000], 7);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..3 {
+        let c = client(anonymous(), ClientOptions::default());
+        let target =
+            RegistryRef::parse_repository(&format!("{}/bench/ours-{i}", reg.host)).unwrap();
+        let t = Instant::now();
+        let report = c
+            .push(
+                &layout,
+                &img,
+                &target,
+                &["v1".into()],
+                &PushOptions::default(),
+                &Progress::hidden(),
+            )
+            .await
+            .unwrap();
+        ours.push(t.elapsed());
+        assert_eq!(report.uploaded(), 3);
+
+        let t = Instant::now();
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", dir.display()),
+            &format!("docker://{}/bench/skopeo-{i}:v1", reg.host),
+        ]);
+        theirs.push(t.elapsed());
+    }
+    let (o, s) = (median(ours.clone()), median(theirs.clone()));
+    println!(
+        "push of a {mb} MiB layer: guildhall-image median {:.3}s {ours:?}; skopeo copy median {:.3}s {theirs:?}; ratio {:.2}; {:.0} MiB/s",
+        o.as_secs_f64(),
+        s.as_secs_f64(),
+        o.as_secs_f64() / s.as_secs_f64(),
+        mb as f64 / o.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn pushing_a_large_layer_keeps_memory_flat() {
+    let mb = bench_mb(500);
+    let reg = RealRegistry::start(Mode::Anonymous);
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[mb * MIB], 8);
+    let c = client(anonymous(), ClientOptions::default());
+    let target = RegistryRef::parse_repository(&format!("{}/bench/big", reg.host)).unwrap();
+    let t = Instant::now();
+    let report = c
+        .push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &PushOptions::default(),
+            &Progress::hidden(),
+        )
+        .await
+        .unwrap();
+    println!(
+        "pushed {mb} MiB in {:.2}s ({} blobs uploaded)",
+        t.elapsed().as_secs_f64(),
+        report.uploaded()
+    );
+}

@@ -1,0 +1,238 @@
+//! Faults a real registry cannot produce on cue, against the in-process
+//! FAKE `FaultyRegistry`.
+
+use std::time::{Duration, Instant};
+
+use guildhall_image::exit::{Classify, ExitCode};
+use guildhall_image::image::RegistryRef;
+use guildhall_image::progress::Progress;
+use guildhall_image::registry::{BlobHow, ClientOptions, PushOptions, RegistryError};
+
+use crate::faulty_registry::{Faults, FaultyRegistry};
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_waited_out_then_the_push_goes_on() {
+    let fake = FaultyRegistry::start(Faults {
+        throttle_heads: 2,
+        retry_after: "1".into(),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[5000], 1);
+    let c = client(anonymous(), fast_options());
+    let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+    let started = Instant::now();
+    let report = within(
+        20,
+        "the push",
+        c.push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &PushOptions::default(),
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .expect("the push succeeds after the 429s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured"
+    );
+    assert_eq!(report.uploaded(), 2);
+    let heads: Vec<u16> = fake
+        .log()
+        .iter()
+        .filter(|l| l.method == "HEAD")
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(heads.iter().filter(|s| **s == 429).count(), 2, "{heads:?}");
+    assert_eq!(heads.len(), 4, "{heads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_patch_resumes_from_the_range_the_server_reports() {
+    let keep = MIB as usize + 12_345;
+    let fake = FaultyRegistry::start(Faults {
+        drop_patch: Some((1, keep)),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[6 * MIB], 2);
+    let c = client(
+        anonymous(),
+        ClientOptions {
+            chunk_size: 2 * MIB,
+            monolithic_max: 2 * MIB,
+            ..fast_options()
+        },
+    );
+    let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+    let report = within(
+        20,
+        "the push",
+        c.push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &PushOptions::default(),
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .expect("the push resumes and succeeds");
+    let log = fake.log();
+    let dropped = log
+        .iter()
+        .position(|l| l.method == "PATCH" && l.status == 0)
+        .expect("a dropped PATCH");
+    let after = &log[dropped + 1..];
+    assert_eq!(
+        after[0].method, "GET",
+        "the upload status is asked: {after:#?}"
+    );
+    let resumed_at = 2 * MIB as usize + keep;
+    assert_eq!(
+        after[1].content_range.as_deref(),
+        Some(format!("{resumed_at}-{}", resumed_at + 2 * MIB as usize - 1).as_str()),
+        "{after:#?}"
+    );
+    let layer = report.blobs.iter().find(|b| b.size > 6 * MIB).unwrap();
+    let BlobHow::Uploaded { bytes, .. } = layer.how else {
+        panic!("{:?}", layer.how)
+    };
+    assert!(bytes < layer.size + 2 * MIB, "sent {bytes}");
+    let stored = fake
+        .blob("team/app", &layer.digest)
+        .expect("the blob is stored");
+    assert_eq!(
+        stored,
+        std::fs::read(layout.blob_path(&layer.digest)).unwrap()
+    );
+    assert!(fake.manifest("team/app", "v1").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_202_answer_to_a_mount_uploads_through_the_session_it_opened() {
+    let fake = FaultyRegistry::start(Faults {
+        mount_202: true,
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3000, 4000], 3);
+    let c = client(anonymous(), fast_options());
+    let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+    let opts = PushOptions {
+        mount_from: vec!["base/runner".into()],
+        ..PushOptions::default()
+    };
+    let report = within(
+        20,
+        "the push",
+        c.push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &opts,
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .expect("a 202 on mount is not an error");
+    assert_eq!(report.uploaded(), 3);
+    let posts: Vec<_> = fake
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 3, "one POST per blob: {posts:#?}");
+    assert!(
+        posts
+            .iter()
+            .all(|p| p.query.contains("mount=") && p.query.contains("from=base%2Frunner"))
+    );
+    for b in &report.blobs {
+        assert!(fake.blob("team/app", &b.digest).is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_or_garbage_from_the_server_is_a_protocol_error_naming_the_url() {
+    let fake = FaultyRegistry::start(Faults {
+        garbage_manifests: true,
+        ..Faults::default()
+    });
+    let c = client(anonymous(), fast_options());
+    let r: RegistryRef = format!("{}/team/app:v1", fake.host()).parse().unwrap();
+    let e = within(20, "the fetch", c.fetch_manifest(&r))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::Protocol { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("http://{}/v2/team/app/manifests/v1", fake.host())),
+        "{msg}"
+    );
+    assert!(msg.contains("200") && msg.contains("not JSON"), "{msg}");
+
+    let fake = FaultyRegistry::start(Faults {
+        html_everywhere: Some(502),
+        ..Faults::default()
+    });
+    let c = client(
+        anonymous(),
+        ClientOptions {
+            max_attempts: 3,
+            ..fast_options()
+        },
+    );
+    let r: RegistryRef = format!("{}/team/app:v1", fake.host()).parse().unwrap();
+    let e = within(20, "the fetch", c.fetch_manifest(&r))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("502") && msg.contains("HTML page") && msg.contains("3 attempt"),
+        "{msg}"
+    );
+    assert_eq!(fake.log().len(), 3);
+    assert_eq!(e.exit_code(), ExitCode::Registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_the_registry_rejects_shows_its_code_and_message() {
+    let fake = FaultyRegistry::start(Faults {
+        reject_manifests: true,
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3000], 4);
+    let c = client(anonymous(), fast_options());
+    let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+    let e = within(
+        20,
+        "the push",
+        c.push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &PushOptions::default(),
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, RegistryError::Rejected { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("MANIFEST_INVALID: manifest invalid"), "{msg}");
+    assert!(
+        msg.contains(&img.digest.to_string()) && msg.contains("team/app:v1"),
+        "{msg}"
+    );
+    assert_eq!(e.exit_code(), ExitCode::Registry);
+}
