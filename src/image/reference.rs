@@ -144,13 +144,14 @@ impl RegistryRef {
     /// Parse `HOST[:PORT]/REPO` (no tag, no digest): a push target.
     pub fn parse_repository(s: &str) -> Result<RegistryRef, ReferenceError> {
         let r: RegistryRef = s.parse()?;
-        if r.tag.is_some() || r.digest.is_some() {
+        // `tag` is `latest` when none was written (see `from_str`).
+        if has_explicit_tag(s) || r.digest.is_some() {
             return Err(ReferenceError::Invalid {
                 input: s.into(),
                 reason: "a repository takes no tag or digest here".into(),
             });
         }
-        Ok(r)
+        Ok(RegistryRef { tag: None, ..r })
     }
 }
 
