@@ -4,7 +4,7 @@
 #
 #   registry.sh start --dir DIR [--port PORT] [--mode anonymous|basic|token]
 #                     [--user U] [--password P] [--token-port PORT] [--ttl SECONDS]
-#                     [--anonymous-pull] [--watch-pid PID]
+#                     [--anonymous-pull] [--token-leeway S] [--watch-pid PID]
 #   registry.sh stop  --dir DIR
 #
 # start: writes DIR/config.yml, stores blobs in DIR/data, logs to
@@ -19,6 +19,10 @@
 #                test-issuer, tokens valid --ttl seconds (default 300);
 #                --anonymous-pull makes it hand pull-only tokens to anonymous
 #                clients. Its request log (JSON lines) is DIR/token.log.
+#                --token-leeway S (default 60, distribution's clock leeway)
+#                is passed to token_server.py --leeway: a larger value makes
+#                the registry reject tokens S-60 s before their expires_in
+#                (forces a 401 mid-push for a client that trusts expires_in).
 #   --watch-pid PID: also stop everything once process PID is gone (so a
 #   crashed test leaves no registry behind).
 #   Prints KEY=VALUE lines on stdout: URL, HOST (127.0.0.1:PORT), PORT, PID,
@@ -81,7 +85,7 @@ wait_http() {
 }
 
 cmd="${1:-}"; shift || true
-dir="" port=0 mode=anonymous user=testuser password=testpass token_port=0 ttl=300 anon_pull="" watch_pid=""
+dir="" port=0 mode=anonymous user=testuser password=testpass token_port=0 ttl=300 anon_pull="" leeway="" watch_pid=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir="${2:?}"; shift 2 ;;
@@ -92,6 +96,7 @@ while [ $# -gt 0 ]; do
     --token-port) token_port="${2:?}"; shift 2 ;;
     --ttl) ttl="${2:?}"; shift 2 ;;
     --anonymous-pull) anon_pull=1; shift ;;
+    --token-leeway) leeway="${2:?}"; shift 2 ;;
     --watch-pid) watch_pid="${2:?}"; shift 2 ;;
     *) die "unknown argument: $1" ;;
   esac
@@ -121,6 +126,7 @@ case "$mode" in
     py="$(pick_python)"
     targs=(--dir "$dir" --port "$token_port" --ttl "$ttl" --service test_registry --issuer test-issuer)
     [ -n "$anon_pull" ] && targs+=(--anonymous-pull)
+    [ -n "$leeway" ] && targs+=(--leeway "$leeway")
     # Credentials go through the environment, not the (visible) argument list.
     TOKEN_USER="$user" TOKEN_PASSWORD="$password" \
       setsid "$py" "$here/token_server.py" "${targs[@]}" \
