@@ -1,1 +1,49 @@
-fn main() {}
+//! The `guildhall-image` binary: parse the command line, run the command,
+//! print the error chain and exit with the documented code.
+
+use clap::Parser;
+use guildhall_image::cli::Cli;
+use guildhall_image::exit::{ExitCode, classify};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::from(ExitCode::Failure as u8);
+        }
+    };
+    match runtime.block_on(guildhall_image::commands::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::from(classify(&err) as u8)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "guildhall_image=debug,warn",
+        (false, _) => "guildhall_image=trace,info",
+    };
+    let filter =
+        EnvFilter::try_from_env("GUILDHALL_IMAGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

@@ -14,3 +14,9 @@ impl crate::exit::Classify for BuildError {
         crate::exit::ExitCode::Failure
     }
 }
+
+pub mod base;
+pub mod buildkit;
+pub mod direct;
+pub mod import;
+pub mod vcs;

@@ -1,0 +1,208 @@
+//! The base image of a direct build: from an OCI layout (`oci:DIR[:TAG]`) or
+//! a registry, resolved to the release's platform. Registry bases are pulled
+//! into a cache layout (blobs by digest, tags by reference and platform), so
+//! the next build needs no network and a build with `--offline` none at all.
+
+use anyhow::{Context, Result, bail};
+
+use crate::image::manifest::{BlobRef, ManifestInfo, parse_index, parse_manifest, select_platform};
+use crate::image::{Digest, ImageRef, Platform, RegistryRef, config::config_platform, media};
+use crate::layout::{Layout, LayoutError};
+use crate::progress::Progress;
+use crate::registry::{Client, RegistryError};
+
+/// A base image whose blobs are all in `layout`.
+pub struct BaseImage {
+    /// The reference as the user gave it (the `base.name` label).
+    pub name: String,
+    /// The platform manifest's digest (the `base.digest` label).
+    pub manifest_digest: Digest,
+    /// The manifest's config and layers.
+    pub manifest: ManifestInfo,
+    /// The config JSON.
+    pub config: Vec<u8>,
+    /// The platform the config declares.
+    pub platform: Platform,
+    /// Where the blobs are.
+    pub layout: Layout,
+}
+
+impl BaseImage {
+    /// The base's layers.
+    pub fn layers(&self) -> &[BlobRef] {
+        &self.manifest.layers
+    }
+}
+
+/// How to get a registry base.
+pub struct BaseSource<'a> {
+    /// The client to pull with (`None` when offline).
+    pub client: Option<&'a Client>,
+    /// The cache layout for registry bases.
+    pub cache: &'a Layout,
+    /// Progress display.
+    pub progress: &'a Progress,
+}
+
+/// Resolve `base` to `want`'s platform, pulling it when needed.
+pub async fn resolve(base: &ImageRef, want: &Platform, src: &BaseSource<'_>) -> Result<BaseImage> {
+    match base {
+        ImageRef::Layout(l) => {
+            let layout = Layout::open(&l.dir)
+                .with_context(|| format!("opening the base layout {}", l.dir.display()))?;
+            let entry = layout.resolve(l.tag.as_deref())?;
+            from_layout(
+                base.to_string(),
+                layout,
+                entry.media_type,
+                entry.digest,
+                want,
+            )
+        }
+        ImageRef::Registry(r) => from_registry(r, want, src).await,
+    }
+}
+
+/// The cache tag of a registry reference for a platform: the reference with
+/// `+os-arch` appended (a valid `ref.name`).
+pub fn cache_tag(r: &RegistryRef, p: &Platform) -> String {
+    format!(
+        "{}+{}-{}{}",
+        r,
+        p.os,
+        p.architecture,
+        p.variant
+            .as_deref()
+            .map(|v| format!("-{v}"))
+            .unwrap_or_default()
+    )
+}
+
+async fn from_registry(
+    r: &RegistryRef,
+    want: &Platform,
+    src: &BaseSource<'_>,
+) -> Result<BaseImage> {
+    let tag = cache_tag(r, want);
+    let cached = src.cache.resolve(Some(&tag)).ok();
+    // A digest reference never changes: the cached copy is the image.
+    if let (Some(c), Some(_)) = (&cached, &r.digest) {
+        if let Ok(b) = from_layout(
+            r.to_string(),
+            src.cache.clone(),
+            c.media_type.clone(),
+            c.digest.clone(),
+            want,
+        ) {
+            tracing::debug!(base = %r, "base image from the cache (pinned by digest)");
+            return Ok(b);
+        }
+    }
+    let Some(client) = src.client else {
+        let c = cached.with_context(|| {
+            format!("--offline: the base {r} for {want} is not in the cache ({}); build once online first", src.cache.root().display())
+        })?;
+        return from_layout(
+            r.to_string(),
+            src.cache.clone(),
+            c.media_type,
+            c.digest,
+            want,
+        );
+    };
+    match client.pull(r, want, src.cache, src.progress).await {
+        Ok(pulled) => {
+            src.cache.set_tags(
+                &pulled.media_type,
+                &pulled.digest,
+                std::slice::from_ref(&tag),
+            )?;
+            from_layout(
+                r.to_string(),
+                src.cache.clone(),
+                pulled.media_type,
+                pulled.digest,
+                want,
+            )
+        }
+        Err(e @ RegistryError::Unreachable { .. }) => match cached {
+            Some(c) => {
+                src.progress.say(format!(
+                    "warning: {e}; using the cached base {r} ({})",
+                    c.digest
+                ));
+                from_layout(
+                    r.to_string(),
+                    src.cache.clone(),
+                    c.media_type,
+                    c.digest,
+                    want,
+                )
+            }
+            None => Err(e).with_context(|| format!("pulling the base image {r}")),
+        },
+        Err(e) => Err(e).with_context(|| format!("pulling the base image {r}")),
+    }
+}
+
+fn from_layout(
+    name: String,
+    layout: Layout,
+    media_type: String,
+    digest: Digest,
+    want: &Platform,
+) -> Result<BaseImage> {
+    let (manifest_digest, manifest_bytes) = if media::is_index(&media_type) {
+        let bytes = layout.read_blob(&digest)?;
+        let entries = parse_index(&digest.to_string(), &bytes)?;
+        let entry = select_platform(&entries, want).map_err(|avail| {
+            anyhow::anyhow!(
+                "the base {name} has no image for {want} (it has: {})",
+                if avail.is_empty() {
+                    "no declared platforms".to_owned()
+                } else {
+                    avail.join(", ")
+                }
+            )
+        })?;
+        (
+            entry.blob.digest.clone(),
+            layout.read_blob(&entry.blob.digest)?,
+        )
+    } else {
+        (digest.clone(), layout.read_blob(&digest)?)
+    };
+    let manifest = parse_manifest(&manifest_digest.to_string(), &manifest_bytes)?;
+    let config = layout.read_blob(&manifest.config.digest)?;
+    let cfg: serde_json::Value = serde_json::from_slice(&config)
+        .with_context(|| format!("the base's config {} is not JSON", manifest.config.digest))?;
+    let platform = config_platform(&cfg).with_context(|| {
+        format!(
+            "the base's config {} names no os/architecture",
+            manifest.config.digest
+        )
+    })?;
+    for l in &manifest.layers {
+        if !layout.has_blob(&l.digest) {
+            return Err(LayoutError::MissingBlob {
+                path: layout.root().to_owned(),
+                digest: l.digest.clone(),
+            })
+            .with_context(|| format!("reading the base {name}"));
+        }
+        if !media::is_gzip_layer(&l.media_type) && l.media_type != media::OCI_LAYER_TAR {
+            bail!(
+                "the base {name} has a layer of media type {} (only gzip and plain tar layers are supported)",
+                l.media_type
+            );
+        }
+    }
+    Ok(BaseImage {
+        name,
+        manifest_digest,
+        manifest,
+        config,
+        platform,
+        layout,
+    })
+}

@@ -1,0 +1,305 @@
+//! The direct engine: a mix release appended to a base image as a few
+//! deterministic layers, config and manifest written into the OCI layout.
+//! No Docker, no root. Layers whose content is already in the layout (same
+//! diff ID) are reused without compressing them again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::BufReader;
+
+use anyhow::{Context, Result};
+
+use crate::build::base::BaseImage;
+use crate::build::vcs::Vcs;
+use crate::image::config::{
+    AppendedLayer, ConfigSpec, build_manifest, derive_config, oci_layer_media_type,
+    rfc3339_from_epoch,
+};
+use crate::image::manifest::{BlobRef, parse_manifest};
+use crate::image::{Digest, Platform, media};
+use crate::layer::{self, LayerOptions};
+use crate::layout::Layout;
+use crate::preflight::{self, BaseRootfs, PreflightError};
+use crate::progress::Progress;
+use crate::release::{PlanOptions, Release};
+use crate::settings::{APP_DIR, BuildSettings};
+
+/// A layer of the built image, and whether it was made or reused.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerOutcome {
+    /// `base`, `erts`, `deps`, `assets`, `app`.
+    pub name: String,
+    /// What it holds.
+    pub description: String,
+    /// The compressed blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// sha256 of the uncompressed tar (release layers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+    /// Whether the blob was already in the layout.
+    pub reused: bool,
+}
+
+/// What a build produced.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BuildOutcome {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The manifest size.
+    pub size: u64,
+    /// The config digest.
+    pub config: Digest,
+    /// The image's platform.
+    pub platform: String,
+    /// Tags set in the layout.
+    pub tags: Vec<String>,
+    /// The layout directory.
+    pub layout: String,
+    /// Release name and version.
+    pub release: String,
+    /// Layers, base first.
+    pub layers: Vec<LayerOutcome>,
+}
+
+/// Inputs of a direct build.
+pub struct DirectBuild<'a> {
+    /// Validated settings.
+    pub settings: &'a BuildSettings,
+    /// The release.
+    pub release: &'a Release,
+    /// The base image (blobs in its own layout).
+    pub base: &'a BaseImage,
+    /// Where the image goes.
+    pub layout: &'a Layout,
+    /// Git facts for labels.
+    pub vcs: &'a Vcs,
+    /// Tags to set.
+    pub tags: &'a [String],
+    /// Progress display.
+    pub progress: &'a Progress,
+}
+
+impl DirectBuild<'_> {
+    /// Build the image; tags are moved only once every blob is stored.
+    pub fn run(&self) -> Result<BuildOutcome> {
+        let s = self.settings;
+        let release = self.release;
+        let base = self.base;
+        let release_platform = release.platform().clone();
+        if !release_platform.satisfies(&base.platform) {
+            let e = PreflightError::PlatformMismatch {
+                release: release_platform.to_string(),
+                base: base.platform.to_string(),
+                base_name: base.name.clone(),
+            };
+            if s.allow_platform_mismatch {
+                self.progress.say(format!("warning: {e}"));
+            } else {
+                return Err(e.into());
+            }
+        }
+
+        // The base's blobs first, so the layout holds the whole image.
+        for l in base.layers() {
+            self.layout.copy_blob_from(&base.layout, &l.digest)?;
+        }
+
+        if !s.skip_preflight {
+            let t = self.progress.task("preflight", None);
+            let readers = base
+                .layers()
+                .iter()
+                .map(|l| -> Result<(BufReader<File>, bool)> {
+                    Ok((
+                        BufReader::new(self.layout.open_blob(&l.digest)?),
+                        media::is_gzip_layer(&l.media_type),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let rootfs = BaseRootfs::from_layers(readers)
+                .with_context(|| format!("reading the base {}'s files", base.name))?;
+            let report = preflight::check(release, &rootfs, &base.platform);
+            t.finish(if report.problems.is_empty() {
+                "ok"
+            } else {
+                "failed"
+            });
+            if !report.problems.is_empty() {
+                return Err(PreflightError::Failed(report).into());
+            }
+        }
+
+        let plan = release.plan(&PlanOptions {
+            own_apps: s.own_apps.clone(),
+            assets_min_bytes: s.assets_layer_min,
+            ..PlanOptions::default()
+        })?;
+        let opts = LayerOptions::default();
+        let known = known_layers(self.layout);
+        let mut outcomes: Vec<LayerOutcome> = base
+            .layers()
+            .iter()
+            .map(|l| LayerOutcome {
+                name: "base".into(),
+                description: format!("from {}", base.name),
+                digest: l.digest.clone(),
+                size: l.size,
+                diff_id: None,
+                reused: true,
+            })
+            .collect();
+        let mut appended = Vec::new();
+        for planned in &plan.layers {
+            let stats = layer::diff_id(planned, &opts)?;
+            let (digest, size, reused) = match known.get(&stats.diff_id) {
+                Some(b) => (b.digest.clone(), b.size, true),
+                None => {
+                    let task = self.progress.task(
+                        format!("layer {}", planned.name),
+                        Some(stats.uncompressed_size),
+                    );
+                    let w = self.layout.blob_writer()?;
+                    let (written, w) = layer::write_layer(planned, &opts, w, Some(&task))?;
+                    debug_assert_eq!(written.diff_id, stats.diff_id);
+                    let (d, n) = w.commit(None)?;
+                    task.finish("done");
+                    (d, n, false)
+                }
+            };
+            appended.push(AppendedLayer {
+                diff_id: stats.diff_id.clone(),
+                created_by: format!(
+                    "guildhall-image: {} ({})",
+                    planned.name, planned.description
+                ),
+                comment: None,
+            });
+            outcomes.push(LayerOutcome {
+                name: planned.name.clone(),
+                description: planned.description.clone(),
+                digest,
+                size,
+                diff_id: Some(stats.diff_id),
+                reused,
+            });
+        }
+
+        let created_epoch = s.source_date_epoch.or(self.vcs.commit_time).unwrap_or(0);
+        let created = rfc3339_from_epoch(created_epoch);
+        let mut labels = BTreeMap::new();
+        labels.insert(
+            "org.opencontainers.image.title".to_owned(),
+            release.name().to_owned(),
+        );
+        labels.insert(
+            "org.opencontainers.image.version".to_owned(),
+            release.version().to_owned(),
+        );
+        labels.insert(
+            "org.opencontainers.image.created".to_owned(),
+            created.clone(),
+        );
+        if let Some(src) = s.source.clone().or_else(|| self.vcs.source.clone()) {
+            labels.insert("org.opencontainers.image.source".to_owned(), src);
+        }
+        if let Some(rev) = s.revision.clone().or_else(|| self.vcs.revision.clone()) {
+            labels.insert("org.opencontainers.image.revision".to_owned(), rev);
+        }
+        labels.insert(
+            "org.opencontainers.image.base.name".to_owned(),
+            base.name.clone(),
+        );
+        labels.insert(
+            "org.opencontainers.image.base.digest".to_owned(),
+            base.manifest_digest.to_string(),
+        );
+        labels.extend(s.labels.clone());
+
+        let spec = ConfigSpec {
+            created: Some(created),
+            user: Some(s.user.clone()),
+            working_dir: Some(APP_DIR.to_owned()),
+            cmd: Some(s.cmd.clone().unwrap_or_else(|| release.start_command())),
+            env: s.env.clone(),
+            exposed_ports: s.ports.clone(),
+            labels,
+            layers: appended,
+        };
+        let config = derive_config(&base.config, &spec)
+            .context("deriving the image config from the base's")?;
+        let (config_digest, config_size) = self.layout.write_blob(&config)?;
+        let layers: Vec<(String, Digest, u64)> = base
+            .layers()
+            .iter()
+            .map(|l| {
+                (
+                    oci_layer_media_type(&l.media_type),
+                    l.digest.clone(),
+                    l.size,
+                )
+            })
+            .chain(
+                outcomes[base.layers().len()..]
+                    .iter()
+                    .map(|o| (media::OCI_LAYER_GZIP.to_owned(), o.digest.clone(), o.size)),
+            )
+            .collect();
+        let manifest = build_manifest((&config_digest, config_size), &layers, &BTreeMap::new());
+        let (digest, size) = self.layout.write_blob(&manifest)?;
+        self.layout
+            .set_tags(media::OCI_MANIFEST, &digest, self.tags)?;
+        Ok(BuildOutcome {
+            digest,
+            size,
+            config: config_digest,
+            platform: Platform::to_string(&base.platform),
+            tags: self.tags.to_vec(),
+            layout: self.layout.root().display().to_string(),
+            release: format!("{} {}", release.name(), release.version()),
+            layers: outcomes,
+        })
+    }
+}
+
+/// Layers already in the layout, by diff ID: read from the configs of the
+/// images it holds (`rootfs.diff_ids[i]` belongs to `layers[i]`). Derived
+/// state, so there is no cache file to go stale.
+fn known_layers(layout: &Layout) -> HashMap<Digest, BlobRef> {
+    let mut out = HashMap::new();
+    let Ok(images) = layout.images() else {
+        return out;
+    };
+    for img in images {
+        if !media::is_manifest(&img.media_type) {
+            continue;
+        }
+        let Ok(bytes) = layout.read_blob(&img.digest) else {
+            continue;
+        };
+        let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else {
+            continue;
+        };
+        let Ok(cfg) = layout.read_blob(&m.config.digest) else {
+            continue;
+        };
+        let Ok(cfg) = serde_json::from_slice::<serde_json::Value>(&cfg) else {
+            continue;
+        };
+        let Some(ids) = cfg.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()) else {
+            continue;
+        };
+        for (id, l) in ids.iter().zip(&m.layers) {
+            let Some(id) = id.as_str().and_then(|s| s.parse::<Digest>().ok()) else {
+                continue;
+            };
+            if l.media_type == media::OCI_LAYER_GZIP
+                && layout.blob_size(&l.digest).ok() == Some(l.size)
+            {
+                out.insert(id, l.clone());
+            }
+        }
+    }
+    out
+}

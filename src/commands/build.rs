@@ -1,0 +1,239 @@
+//! `build`: find (or make) the release, get the base, run the engine, tag the
+//! result in the layout, and optionally push it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::auth::{ChainEnv, chain_for};
+use crate::build::base::{self, BaseSource};
+use crate::build::direct::{BuildOutcome, DirectBuild};
+use crate::build::vcs::Vcs;
+use crate::cli::{BuildArgs, Engine};
+use crate::layout::Layout;
+use crate::progress::human_bytes;
+use crate::release::Release;
+use crate::settings::{Settings, validate_tag};
+
+/// Run `build`.
+pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
+    let s = settings.build(a)?;
+    let progress = super::progress(settings);
+    if s.engine == Engine::Buildkit {
+        bail!("--engine buildkit is not available in this build yet");
+    }
+    if s.mix {
+        run_mix_release(&s.project)?;
+    }
+    let release_path = match &s.release {
+        Some(p) => p.clone(),
+        None => {
+            let p = find_release(&s.project)?;
+            progress.say(format!("using release {}", p.display()));
+            p
+        }
+    };
+    let layout = Layout::create_or_open(&s.layout)
+        .with_context(|| format!("opening the layout {}", s.layout.display()))?;
+    let scratch = layout.root().join(".guildhall-tmp");
+    let release = Release::open(&release_path, &scratch)?;
+    let tags = if s.tags.is_empty() {
+        vec![default_tag(release.version())]
+    } else {
+        s.tags.clone()
+    };
+    for t in &tags {
+        validate_tag(t)?;
+    }
+
+    let cache = Layout::create_or_open(settings.cache_dir.join("bases")).with_context(|| {
+        format!(
+            "opening the base image cache {}",
+            settings.cache_dir.display()
+        )
+    })?;
+    let pull_client = if s.offline {
+        None
+    } else {
+        Some(super::client(
+            settings,
+            chain_for(None, None, ChainEnv::from_process()),
+            None,
+        )?)
+    };
+    let base = base::resolve(
+        &s.base,
+        release.platform(),
+        &BaseSource {
+            client: pull_client.as_ref(),
+            cache: &cache,
+            progress: &progress,
+        },
+    )
+    .await?;
+    let vcs = Vcs::discover(&s.project);
+    let outcome = {
+        let build = DirectBuild {
+            settings: &s,
+            release: &release,
+            base: &base,
+            layout: &layout,
+            vcs: &vcs,
+            tags: &tags,
+            progress: &progress,
+        };
+        tokio::task::block_in_place(|| build.run())?
+    };
+    drop(release);
+
+    let pushed = match &s.push {
+        Some(target) => Some(
+            super::push::push_tags(
+                settings,
+                &layout,
+                target,
+                &tags,
+                &a.creds,
+                s.digest_file.as_deref(),
+                &progress,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    if s.gc {
+        let r = layout.gc()?;
+        progress.say(format!(
+            "gc: removed {} blobs ({})",
+            r.removed.len(),
+            human_bytes(r.bytes)
+        ));
+    }
+    print_outcome(settings, &outcome, pushed.as_ref());
+    Ok(())
+}
+
+fn print_outcome(
+    settings: &Settings,
+    o: &BuildOutcome,
+    pushed: Option<&crate::registry::PushReport>,
+) {
+    if settings.json {
+        let mut v = json!(o);
+        if let Some(p) = pushed {
+            v["pushed"] = json!(p);
+        }
+        super::print_json(&v);
+        return;
+    }
+    if !settings.quiet {
+        for l in &o.layers {
+            eprintln!(
+                "  {:<7} {} {:>10}  {}{}",
+                l.name,
+                l.digest.short(),
+                human_bytes(l.size),
+                l.description,
+                if l.reused && l.name != "base" {
+                    " (unchanged)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    for t in &o.tags {
+        println!("oci:{}:{t}@{}", o.layout, o.digest);
+    }
+    if let Some(p) = pushed {
+        println!("{}", p.reference);
+    }
+}
+
+/// A release version as a tag: `+` (build metadata) is not allowed in tags.
+pub fn default_tag(version: &str) -> String {
+    version.replace('+', "_")
+}
+
+/// The one release under `PROJECT/_build/prod`: `rel/NAME` directories first,
+/// else `NAME-VSN.tar.gz` tarballs.
+pub fn find_release(project: &Path) -> Result<PathBuf> {
+    let prod = project.join("_build/prod");
+    let rel = prod.join("rel");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&rel)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.join("releases").is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    match dirs.len() {
+        1 => return Ok(dirs.remove(0)),
+        0 => {}
+        _ => bail!(
+            "{} holds several releases ({}); pick one with --release",
+            rel.display(),
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    let mut tars: Vec<PathBuf> = std::fs::read_dir(&prod)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    tars.sort();
+    match tars.len() {
+        1 => Ok(tars.remove(0)),
+        0 => bail!(
+            "no release found under {} (looked for rel/NAME/ and NAME-VSN.tar.gz); run `MIX_ENV=prod mix release`, pass --mix, or name one with --release",
+            prod.display()
+        ),
+        _ => bail!(
+            "{} holds several release tarballs; pick one with --release",
+            prod.display()
+        ),
+    }
+}
+
+fn run_mix_release(project: &Path) -> Result<()> {
+    eprintln!("running MIX_ENV=prod mix release in {}", project.display());
+    let status = Command::new("mix")
+        .args(["release", "--overwrite"])
+        .current_dir(project)
+        .env("MIX_ENV", "prod")
+        .status()
+        .with_context(|| {
+            format!(
+                "starting `mix release` in {} (is Elixir installed?)",
+                project.display()
+            )
+        })?;
+    if !status.success() {
+        bail!(
+            "`MIX_ENV=prod mix release` failed in {} ({status})",
+            project.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_metadata_in_a_version_becomes_a_valid_tag() {
+        assert_eq!(default_tag("1.2.3+abc"), "1.2.3_abc");
+        assert!(validate_tag(&default_tag("1.2.3+abc")).is_ok());
+    }
+}

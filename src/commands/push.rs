@@ -1,0 +1,74 @@
+//! `push`: publish an image from the layout to a target with the tool's own
+//! registry client; print `HOST/REPO@sha256:…` only once the registry has
+//! confirmed the manifest.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::cli::{CredentialArgs, PushArgs};
+use crate::layout::Layout;
+use crate::progress::Progress;
+use crate::registry::{PushOptions, PushReport};
+use crate::settings::{Settings, Target};
+
+/// Run `push`.
+pub async fn run(settings: &Settings, a: &PushArgs) -> Result<()> {
+    let s = settings.push(a)?;
+    let progress = super::progress(settings);
+    let layout = Layout::open(&s.layout)
+        .with_context(|| format!("opening the layout {}", s.layout.display()))?;
+    let report = push_tags(
+        settings,
+        &layout,
+        &s.target,
+        &s.tags,
+        &a.creds,
+        s.digest_file.as_deref(),
+        &progress,
+    )
+    .await?;
+    if settings.json {
+        super::print_json(&json!(report));
+    } else {
+        println!("{}", report.reference);
+    }
+    Ok(())
+}
+
+/// Push the image the `tags` name in `layout` (they must all name the same
+/// one) to `target` under each tag; write the digest to `digest_file`.
+pub async fn push_tags(
+    settings: &Settings,
+    layout: &Layout,
+    target: &Target,
+    tags: &[String],
+    creds: &CredentialArgs,
+    digest_file: Option<&Path>,
+    progress: &Progress,
+) -> Result<PushReport> {
+    let first = layout.resolve(Some(&tags[0]))?;
+    for t in &tags[1..] {
+        let other = layout.resolve(Some(t))?;
+        if other.digest != first.digest {
+            bail!(
+                "tags {} and {t} name different images in {}; push them separately",
+                tags[0],
+                layout.root().display()
+            );
+        }
+    }
+    let chain = super::credentials(creds, Some(&target.repository.registry))?;
+    let client = super::client(settings, chain, Some(target))?;
+    let opts = PushOptions::default();
+    let report = client
+        .push(layout, &first, &target.repository, tags, &opts, progress)
+        .await
+        .with_context(|| format!("pushing {} to {}", tags.join(", "), target.repository))?;
+    if let Some(f) = digest_file {
+        std::fs::write(f, format!("{}\n", report.digest))
+            .with_context(|| format!("writing the digest to {}", f.display()))?;
+    }
+    Ok(report)
+}
