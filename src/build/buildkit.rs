@@ -180,13 +180,22 @@ impl crate::exit::Classify for BuildkitError {
             BuildkitError::BadOption { .. } => ExitCode::Usage,
             BuildkitError::NoVersion { .. } => ExitCode::Usage,
             BuildkitError::Io { .. } => ExitCode::Failure,
-            BuildkitError::NoEngine { .. } | BuildkitError::Spawn { .. } | BuildkitError::Failed { .. } => ExitCode::Engine,
+            BuildkitError::NoEngine { .. }
+            | BuildkitError::Spawn { .. }
+            | BuildkitError::Failed { .. } => ExitCode::Engine,
         }
     }
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BuildkitError + 'a {
-    move |source| BuildkitError::Io { action, path: path.to_owned(), source }
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> BuildkitError + 'a {
+    move |source| BuildkitError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 // ------------------------------------------------------------- requests ---
@@ -239,18 +248,27 @@ impl FromStr for SecretSpec {
     /// `id=ID,src=FILE`, `id=ID,source=FILE`, `id=ID,env=VAR`, optionally with
     /// `type=file|env`; `env=VAR` alone means `id=VAR`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: String| BuildkitError::BadOption { flag: "--secret", reason };
+        let bad = |reason: String| BuildkitError::BadOption {
+            flag: "--secret",
+            reason,
+        };
         let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
         for field in s.split(',') {
-            let (k, v) = field
-                .split_once('=')
-                .ok_or_else(|| bad(format!("`{field}` is not KEY=VALUE (expected id=ID,src=FILE or id=ID,env=VAR)")))?;
+            let (k, v) = field.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "`{field}` is not KEY=VALUE (expected id=ID,src=FILE or id=ID,env=VAR)"
+                ))
+            })?;
             match k.trim().to_ascii_lowercase().as_str() {
                 "id" => id = Some(v.to_owned()),
                 "src" | "source" => src = Some(v.to_owned()),
                 "env" => env = Some(v.to_owned()),
                 "type" => kind = Some(v.to_owned()),
-                other => return Err(bad(format!("unknown key `{other}` (expected id, src, env, type)"))),
+                other => {
+                    return Err(bad(format!(
+                        "unknown key `{other}` (expected id, src, env, type)"
+                    )));
+                }
             }
         }
         let source = match (src, env, kind.as_deref()) {
@@ -299,8 +317,17 @@ pub struct BuildRequest {
 
 impl BuildRequest {
     fn dockerfile_dir_and_name(&self) -> (PathBuf, String) {
-        let dir = self.dockerfile.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
-        let name = self.dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+        let dir = self
+            .dockerfile
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let name = self
+            .dockerfile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into());
         (dir, name)
     }
 }
@@ -319,7 +346,10 @@ pub struct Invocation {
 impl Invocation {
     /// The arguments as text (for tests and `-v` output; they hold no secret values).
     pub fn args_lossy(&self) -> Vec<String> {
-        self.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        self.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     fn command(&self) -> Command {
@@ -340,7 +370,11 @@ impl fmt::Display for Invocation {
         write!(f, "{}", self.program.display())?;
         for a in &self.args {
             let a = a.to_string_lossy();
-            if a.contains([' ', '"', '\'']) { write!(f, " '{}'", a.replace('\'', "'\\''"))? } else { write!(f, " {a}")? }
+            if a.contains([' ', '"', '\'']) {
+                write!(f, " '{}'", a.replace('\'', "'\\''"))?
+            } else {
+                write!(f, " {a}")?
+            }
         }
         Ok(())
     }
@@ -371,9 +405,20 @@ pub fn cache_spec(value: &str, export: bool) -> String {
 }
 
 /// `buildctl --addr HOST build …` for a request whose output is an OCI tar.
-pub fn buildctl_command(buildctl: &Path, addr: &str, req: &BuildRequest, dest: &Path) -> Invocation {
+pub fn buildctl_command(
+    buildctl: &Path,
+    addr: &str,
+    req: &BuildRequest,
+    dest: &Path,
+) -> Invocation {
     let (df_dir, df_name) = req.dockerfile_dir_and_name();
-    let mut a: Vec<OsString> = vec!["--addr".into(), addr.into(), "build".into(), "--frontend".into(), "dockerfile.v0".into()];
+    let mut a: Vec<OsString> = vec![
+        "--addr".into(),
+        addr.into(),
+        "build".into(),
+        "--frontend".into(),
+        "dockerfile.v0".into(),
+    ];
     a.push("--local".into());
     a.push(os_concat("context=", &req.context));
     a.push("--local".into());
@@ -419,7 +464,11 @@ pub fn buildctl_command(buildctl: &Path, addr: &str, req: &BuildRequest, dest: &
     a.push(if req.plain_progress { "plain" } else { "auto" }.into());
     a.push("--output".into());
     a.push(os_concat("type=oci,dest=", dest));
-    Invocation { program: buildctl.to_owned(), args: a, env: vec![] }
+    Invocation {
+        program: buildctl.to_owned(),
+        args: a,
+        env: vec![],
+    }
 }
 
 /// `docker buildx build …`; `output` is an OCI tar, or (buildx's `docker`
@@ -449,19 +498,31 @@ pub fn buildx_command(docker: &Path, req: &BuildRequest, output: &Output) -> Inv
         }
     }
     a.push(req.context.clone().into());
-    Invocation { program: docker.to_owned(), args: a, env: vec![] }
+    Invocation {
+        program: docker.to_owned(),
+        args: a,
+        env: vec![],
+    }
 }
 
 /// `DOCKER_BUILDKIT=1 docker build …` into the engine under `tag`.
 /// `docker build` has no registry cache export: `cache_to` is left out (the
 /// caller warns); `cache_from` names images (`--cache-from REF`).
-pub fn docker_build_command(docker: &Path, req: &BuildRequest, tag: &str, iidfile: &Path) -> Invocation {
+pub fn docker_build_command(
+    docker: &Path,
+    req: &BuildRequest,
+    tag: &str,
+    iidfile: &Path,
+) -> Invocation {
     let mut a: Vec<OsString> = vec!["build".into()];
     common_docker_args(&mut a, req);
     for c in &req.cache_from {
         a.push("--cache-from".into());
         // Classic `docker build` takes image refs only.
-        let r = c.split(',').find_map(|f| f.strip_prefix("ref=")).unwrap_or(c);
+        let r = c
+            .split(',')
+            .find_map(|f| f.strip_prefix("ref="))
+            .unwrap_or(c);
         a.push(r.into());
     }
     a.push("--tag".into());
@@ -469,7 +530,11 @@ pub fn docker_build_command(docker: &Path, req: &BuildRequest, tag: &str, iidfil
     a.push("--iidfile".into());
     a.push(iidfile.into());
     a.push(req.context.clone().into());
-    Invocation { program: docker.to_owned(), args: a, env: vec![("DOCKER_BUILDKIT".into(), "1".into())] }
+    Invocation {
+        program: docker.to_owned(),
+        args: a,
+        env: vec![("DOCKER_BUILDKIT".into(), "1".into())],
+    }
 }
 
 fn common_docker_args(a: &mut Vec<OsString>, req: &BuildRequest) {
@@ -559,56 +624,89 @@ pub struct Engine {
 /// Probes detection runs (a trait so tests can answer without processes).
 pub trait Probe {
     /// `docker buildx version` works; with the current builder's driver name.
-    fn buildx(&self, docker: &Path) -> Result<Option<String>, String>;
+    fn buildx(&self, docker: &Path, env: &EngineEnv) -> Result<Option<String>, String>;
     /// The Docker engine answers `docker version`.
-    fn docker_engine(&self, docker: &Path) -> Result<(), String>;
+    fn docker_engine(&self, docker: &Path, env: &EngineEnv) -> Result<(), String>;
 }
 
-/// Probes that run the real programs.
+/// Probes that run the real programs (with `DOCKER_HOST` from the [`EngineEnv`]).
 pub struct SystemProbe;
 
 impl Probe for SystemProbe {
-    fn buildx(&self, docker: &Path) -> Result<Option<String>, String> {
-        quick(docker, &["buildx", "version"])?;
-        let inspect = quick(docker, &["buildx", "inspect"]).unwrap_or_default();
-        Ok(inspect.lines().find_map(|l| l.trim().strip_prefix("Driver:").map(|d| d.trim().to_owned())))
+    fn buildx(&self, docker: &Path, env: &EngineEnv) -> Result<Option<String>, String> {
+        quick(docker, &["buildx", "version"], env)?;
+        let inspect = quick(docker, &["buildx", "inspect"], env).unwrap_or_default();
+        Ok(inspect.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("Driver:")
+                .map(|d| d.trim().to_owned())
+        }))
     }
-    fn docker_engine(&self, docker: &Path) -> Result<(), String> {
-        quick(docker, &["version", "--format", "{{.Server.Version}}"]).map(|_| ())
+    fn docker_engine(&self, docker: &Path, env: &EngineEnv) -> Result<(), String> {
+        quick(docker, &["version", "--format", "{{.Server.Version}}"], env).map(|_| ())
     }
 }
 
-fn quick(program: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program).args(args).stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+fn quick(program: &Path, args: &[&str], env: &EngineEnv) -> Result<String, String> {
+    let mut cmd = Command::new(program);
+    if let Some(h) = &env.docker_host {
+        cmd.env("DOCKER_HOST", h);
+    }
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
-        let line = err.lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("").to_owned();
-        Err(if line.is_empty() { format!("exited with {}", out.status) } else { line })
+        let line = err
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_owned();
+        Err(if line.is_empty() {
+            format!("exited with {}", out.status)
+        } else {
+            line
+        })
     }
 }
 
 /// Choose the engine: `forced` (from `--builder`) or the first of buildctl
 /// (when a buildkitd is named), buildx, docker that is usable.
-pub fn detect(forced: Option<Builder>, env: &EngineEnv, probe: &dyn Probe) -> Result<Engine, BuildkitError> {
+pub fn detect(
+    forced: Option<Builder>,
+    env: &EngineEnv,
+    probe: &dyn Probe,
+) -> Result<Engine, BuildkitError> {
     let mut looked = Vec::new();
     let want = |b: Builder| forced.is_none() || forced == Some(b);
 
     if want(Builder::Buildctl) {
         match (&env.buildkit_host, &env.buildctl) {
             (Some(addr), Some(prog)) => {
-                return Ok(Engine { builder: Builder::Buildctl, program: prog.clone(), addr: Some(addr.clone()), buildx_loads: false });
+                return Ok(Engine {
+                    builder: Builder::Buildctl,
+                    program: prog.clone(),
+                    addr: Some(addr.clone()),
+                    buildx_loads: false,
+                });
             }
-            (Some(addr), None) => looked.push(format!("buildctl for BUILDKIT_HOST={addr} (buildctl is not on PATH)")),
-            (None, _) => looked.push("buildctl (no BUILDKIT_HOST or --buildkit-host names a buildkitd)".into()),
+            (Some(addr), None) => looked.push(format!(
+                "buildctl for BUILDKIT_HOST={addr} (buildctl is not on PATH)"
+            )),
+            (None, _) => looked
+                .push("buildctl (no BUILDKIT_HOST or --buildkit-host names a buildkitd)".into()),
         }
     }
     let docker = env.docker.as_ref();
     if want(Builder::Buildx) {
         match docker {
             None => looked.push("docker buildx (no docker client: GUILDHALL_IMAGE_DOCKER is unset and docker is not on PATH)".into()),
-            Some(d) => match probe.buildx(d) {
+            Some(d) => match probe.buildx(d, env) {
                 Ok(driver) => {
                     return Ok(Engine {
                         builder: Builder::Buildx,
@@ -624,7 +722,7 @@ pub fn detect(forced: Option<Builder>, env: &EngineEnv, probe: &dyn Probe) -> Re
     if want(Builder::Docker) {
         match docker {
             None => looked.push("a Docker engine (no docker client: GUILDHALL_IMAGE_DOCKER is unset and docker is not on PATH)".into()),
-            Some(d) => match probe.docker_engine(d) {
+            Some(d) => match probe.docker_engine(d, env) {
                 Ok(()) => return Ok(Engine { builder: Builder::Docker, program: d.clone(), addr: None, buildx_loads: false }),
                 Err(e) => looked.push(format!(
                     "a Docker engine at {} ({} version: {e})",
@@ -639,7 +737,9 @@ pub fn detect(forced: Option<Builder>, env: &EngineEnv, probe: &dyn Probe) -> Re
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 // -------------------------------------------------------------- running ---
@@ -648,14 +748,21 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// keeping the last lines; on failure, an error naming the failing step.
 fn run_streamed(inv: &Invocation, what: &str, echo: bool) -> Result<(), BuildkitError> {
     let mut cmd = inv.command();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| BuildkitError::Spawn { program: inv.program.clone(), source })?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| BuildkitError::Spawn {
+        program: inv.program.clone(),
+        source,
+    })?;
     let log = Arc::new(Mutex::new(StepLog::default()));
     let pump = |r: Box<dyn Read + Send>, log: Arc<Mutex<StepLog>>| {
         std::thread::spawn(move || {
             for line in BufReader::new(r).split(b'\n') {
                 let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
                 if echo {
                     let mut e = io::stderr().lock();
                     let _ = writeln!(e, "{line}");
@@ -666,7 +773,10 @@ fn run_streamed(inv: &Invocation, what: &str, echo: bool) -> Result<(), Buildkit
     };
     let t1 = pump(Box::new(child.stdout.take().expect("piped")), log.clone());
     let t2 = pump(Box::new(child.stderr.take().expect("piped")), log.clone());
-    let status = child.wait().map_err(|source| BuildkitError::Spawn { program: inv.program.clone(), source })?;
+    let status = child.wait().map_err(|source| BuildkitError::Spawn {
+        program: inv.program.clone(),
+        source,
+    })?;
     let _ = t1.join();
     let _ = t2.join();
     if status.success() {
@@ -677,7 +787,12 @@ fn run_streamed(inv: &Invocation, what: &str, echo: bool) -> Result<(), Buildkit
         builder: what.to_owned(),
         step: log.failed_step(),
         status: status.to_string(),
-        tail: log.tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"),
+        tail: log
+            .tail
+            .iter()
+            .map(|l| format!("  | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
     })
 }
 
@@ -718,7 +833,11 @@ impl StepLog {
         let s = self.failed.clone().or_else(|| self.summary.clone())?;
         let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
         let short: String = s.chars().take(160).collect();
-        Some(if short.len() < s.len() { format!("{short}…") } else { short })
+        Some(if short.len() < s.len() {
+            format!("{short}…")
+        } else {
+            short
+        })
     }
 }
 
@@ -748,7 +867,11 @@ pub fn build_blocking(
     let forced = bk.builder.as_deref().map(Builder::from_str).transpose()?;
     let env = EngineEnv::from_env(bk.buildkit_host.as_deref());
     let engine = detect(forced, &env, &SystemProbe)?;
-    progress.say(format!("building with {} ({})", engine.builder, engine.program.display()));
+    progress.say(format!(
+        "building with {} ({})",
+        engine.builder,
+        engine.program.display()
+    ));
 
     let scratch = layout.root().join(".guildhall-tmp");
     fs::create_dir_all(&scratch).map_err(io_err("creating", &scratch))?;
@@ -784,8 +907,14 @@ pub fn build_blocking(
     };
     label_arg("IMAGE_TITLE", project_facts.app.clone());
     label_arg("IMAGE_VERSION", project_facts.version.clone());
-    label_arg("IMAGE_SOURCE", s.source.clone().or_else(|| vcs.source.clone()));
-    label_arg("IMAGE_REVISION", s.revision.clone().or_else(|| vcs.revision.clone()));
+    label_arg(
+        "IMAGE_SOURCE",
+        s.source.clone().or_else(|| vcs.source.clone()),
+    );
+    label_arg(
+        "IMAGE_REVISION",
+        s.revision.clone().or_else(|| vcs.revision.clone()),
+    );
     label_arg("IMAGE_CREATED", Some(created));
     if let Some(e) = s.source_date_epoch {
         build_args.push(("SOURCE_DATE_EPOCH".into(), e.to_string()));
@@ -797,7 +926,11 @@ pub fn build_blocking(
         })?;
         build_args.push((k.to_owned(), v.to_owned()));
     }
-    let secrets = bk.secrets.iter().map(|s| s.parse::<SecretSpec>()).collect::<Result<Vec<_>, _>>()?;
+    let secrets = bk
+        .secrets
+        .iter()
+        .map(|s| s.parse::<SecretSpec>())
+        .collect::<Result<Vec<_>, _>>()?;
     let req = BuildRequest {
         context,
         dockerfile,
@@ -817,7 +950,12 @@ pub fn build_blocking(
     let archive = work.path().join("image.tar");
     let imported = match (engine.builder, engine.buildx_loads) {
         (Builder::Buildctl, _) => {
-            let inv = buildctl_command(&engine.program, engine.addr.as_deref().unwrap_or_default(), &req, &archive);
+            let inv = buildctl_command(
+                &engine.program,
+                engine.addr.as_deref().unwrap_or_default(),
+                &req,
+                &archive,
+            );
             tracing::debug!("running {inv}");
             run_streamed(&inv, "buildctl build", echo)?;
             import_timed(layout, &archive, progress)?
@@ -835,29 +973,56 @@ pub fn build_blocking(
             let tag = temp_tag();
             let iidfile = work.path().join("iid");
             let (inv, what) = if engine.builder == Builder::Docker {
-                (docker_build_command(&engine.program, &req, &tag, &iidfile), "docker build")
+                (
+                    docker_build_command(&engine.program, &req, &tag, &iidfile),
+                    "docker build",
+                )
             } else {
-                (buildx_command(&engine.program, &req, &Output::DockerImage { tag: tag.clone(), iidfile: iidfile.clone() }), "docker buildx build")
+                (
+                    buildx_command(
+                        &engine.program,
+                        &req,
+                        &Output::DockerImage {
+                            tag: tag.clone(),
+                            iidfile: iidfile.clone(),
+                        },
+                    ),
+                    "docker buildx build",
+                )
             };
             tracing::debug!("running {inv}");
             run_streamed(&inv, what, echo)?;
             let result = save_and_import(&engine.program, &tag, &archive, layout, progress);
             // The temporary tag goes whatever happened; the engine keeps its build cache.
-            let rmi = Invocation { program: engine.program.clone(), args: vec!["rmi".into(), tag.clone().into()], env: vec![] };
+            let rmi = Invocation {
+                program: engine.program.clone(),
+                args: vec!["rmi".into(), tag.clone().into()],
+                env: vec![],
+            };
             if let Err(e) = run_streamed(&rmi, "docker rmi", false) {
-                progress.say(format!("warning: could not remove the temporary tag {tag}: {e}"));
+                progress.say(format!(
+                    "warning: could not remove the temporary tag {tag}: {e}"
+                ));
             }
             result?
         }
     };
     let _ = fs::remove_file(&archive);
-    tracing::debug!("build and import took {:.1}s", started.elapsed().as_secs_f64());
+    tracing::debug!(
+        "build and import took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let finished = finish_labels(layout, imported)?;
     let tags: Vec<String> = if tags.is_empty() {
         match &finished.version {
             Some(v) => vec![v.replace('+', "_")],
-            None => return Err(BuildkitError::NoVersion { workdir: finished.workdir.clone() }.into()),
+            None => {
+                return Err(BuildkitError::NoVersion {
+                    workdir: finished.workdir.clone(),
+                }
+                .into());
+            }
         }
     } else {
         tags.to_vec()
@@ -880,14 +1045,28 @@ pub fn build_blocking(
     })
 }
 
-fn import_timed(layout: &Layout, archive: &Path, progress: &Progress) -> Result<Imported, import::ImportError> {
+fn import_timed(
+    layout: &Layout,
+    archive: &Path,
+    progress: &Progress,
+) -> Result<Imported, import::ImportError> {
     let t = Instant::now();
     let imported = import::import_archive(layout, archive, &[], progress)?;
-    progress.say(format!("imported into {} in {:.1}s", layout.root().display(), t.elapsed().as_secs_f64()));
+    progress.say(format!(
+        "imported into {} in {:.1}s",
+        layout.root().display(),
+        t.elapsed().as_secs_f64()
+    ));
     Ok(imported)
 }
 
-fn save_and_import(docker: &Path, tag: &str, archive: &Path, layout: &Layout, progress: &Progress) -> anyhow::Result<Imported> {
+fn save_and_import(
+    docker: &Path,
+    tag: &str,
+    archive: &Path,
+    layout: &Layout,
+    progress: &Progress,
+) -> anyhow::Result<Imported> {
     let t = Instant::now();
     let save = Invocation {
         program: docker.to_owned(),
@@ -895,13 +1074,19 @@ fn save_and_import(docker: &Path, tag: &str, archive: &Path, layout: &Layout, pr
         env: vec![],
     };
     run_streamed(&save, "docker save", false)?;
-    progress.say(format!("docker save took {:.1}s", t.elapsed().as_secs_f64()));
+    progress.say(format!(
+        "docker save took {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
     Ok(import_timed(layout, archive, progress)?)
 }
 
 /// A tag no other build uses: `guildhall-image-tmp:PID-NANOS`.
 fn temp_tag() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("guildhall-image-tmp:{}-{nanos}", std::process::id())
 }
 
@@ -917,7 +1102,8 @@ pub fn stage_context(project: &Path, dest: &Path) -> Result<(), BuildkitError> {
         for entry in fs::read_dir(src).map_err(io_err("reading", src))? {
             let entry = entry.map_err(io_err("reading", src))?;
             let name = entry.file_name();
-            let skip = name == "node_modules" || (top && (name == "_build" || name == "deps" || name == ".git"));
+            let skip = name == "node_modules"
+                || (top && (name == "_build" || name == "deps" || name == ".git"));
             if skip {
                 continue;
             }
@@ -952,7 +1138,9 @@ pub struct MixFacts {
 impl MixFacts {
     /// Read `PROJECT/mix.exs` (empty facts when absent).
     pub fn read(project: &Path) -> MixFacts {
-        fs::read_to_string(project.join("mix.exs")).map(|t| MixFacts::parse(&t)).unwrap_or_default()
+        fs::read_to_string(project.join("mix.exs"))
+            .map(|t| MixFacts::parse(&t))
+            .unwrap_or_default()
     }
 
     /// Parse the text of a `mix.exs`.
@@ -977,7 +1165,10 @@ impl MixFacts {
             if let Some(i) = l.find("app:") {
                 let rest = l[i + 4..].trim_start();
                 if let Some(name) = rest.strip_prefix(':') {
-                    let name: String = name.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    let name: String = name
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
                     if !name.is_empty() {
                         app = app.or(Some(name));
                     }
@@ -1023,14 +1214,28 @@ struct Finished {
 fn finish_labels(layout: &Layout, mut imported: Imported) -> anyhow::Result<Finished> {
     let config_bytes = layout.read_blob(&imported.config)?;
     let mut config: Value = serde_json::from_slice(&config_bytes)?;
-    let workdir = config.pointer("/config/WorkingDir").and_then(Value::as_str).filter(|w| !w.is_empty()).unwrap_or("/app").to_owned();
+    let workdir = config
+        .pointer("/config/WorkingDir")
+        .and_then(Value::as_str)
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/app")
+        .to_owned();
     let label = |c: &Value, k: &str| -> Option<String> {
-        c.pointer("/config/Labels").and_then(|l| l.get(k)).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned)
+        c.pointer("/config/Labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     };
     let mut title = label(&config, "org.opencontainers.image.title");
     let mut version = label(&config, "org.opencontainers.image.version");
     if !media::is_manifest(&imported.media_type) {
-        return Ok(Finished { imported, title, version, workdir });
+        return Ok(Finished {
+            imported,
+            title,
+            version,
+            workdir,
+        });
     }
     if title.is_none() || version.is_none() {
         if let Some((name, vsn)) = release_in_image(layout, &imported, &workdir)? {
@@ -1040,48 +1245,92 @@ fn finish_labels(layout: &Layout, mut imported: Imported) -> anyhow::Result<Fini
     }
     let labels = config
         .as_object_mut()
-        .and_then(|o| o.entry("config").or_insert_with(|| json!({})).as_object_mut())
+        .and_then(|o| {
+            o.entry("config")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+        })
         .map(|c| c.entry("Labels").or_insert_with(|| json!({})));
-    let Some(labels) = labels else { return Ok(Finished { imported, title, version, workdir }) };
+    let Some(labels) = labels else {
+        return Ok(Finished {
+            imported,
+            title,
+            version,
+            workdir,
+        });
+    };
     if !labels.is_object() {
         *labels = json!({});
     }
     let labels = labels.as_object_mut().expect("made an object");
     let before = labels.clone();
-    for (k, v) in [("org.opencontainers.image.title", &title), ("org.opencontainers.image.version", &version)] {
+    for (k, v) in [
+        ("org.opencontainers.image.title", &title),
+        ("org.opencontainers.image.version", &version),
+    ] {
         if let Some(v) = v {
             labels.insert(k.to_owned(), json!(v));
         }
     }
     labels.retain(|k, v| !(k.starts_with("org.opencontainers.image.") && v.as_str() == Some("")));
     if *labels == before {
-        return Ok(Finished { imported, title, version, workdir });
+        return Ok(Finished {
+            imported,
+            title,
+            version,
+            workdir,
+        });
     }
     let new_config = serde_json::to_vec(&config)?;
     let (config_digest, config_size) = layout.write_blob(&new_config)?;
-    let manifest = parse_manifest(&imported.digest.to_string(), &layout.read_blob(&imported.digest)?)?;
-    let layers: Vec<(String, Digest, u64)> = manifest.layers.iter().map(|l| (l.media_type.clone(), l.digest.clone(), l.size)).collect();
+    let manifest = parse_manifest(
+        &imported.digest.to_string(),
+        &layout.read_blob(&imported.digest)?,
+    )?;
+    let layers: Vec<(String, Digest, u64)> = manifest
+        .layers
+        .iter()
+        .map(|l| (l.media_type.clone(), l.digest.clone(), l.size))
+        .collect();
     let bytes = build_manifest((&config_digest, config_size), &layers, &BTreeMap::new());
     let (digest, size) = layout.write_blob(&bytes)?;
     imported.digest = digest;
     imported.size = size;
     imported.config = config_digest;
     imported.media_type = media::OCI_MANIFEST.to_owned();
-    Ok(Finished { imported, title, version, workdir })
+    Ok(Finished {
+        imported,
+        title,
+        version,
+        workdir,
+    })
 }
 
 /// The release in the image: `(name, version)` from the newest layer holding
 /// `WORKDIR/releases/VSN/NAME.rel`.
-fn release_in_image(layout: &Layout, imported: &Imported, workdir: &str) -> anyhow::Result<Option<(String, String)>> {
-    let m = parse_manifest(&imported.digest.to_string(), &layout.read_blob(&imported.digest)?)?;
+fn release_in_image(
+    layout: &Layout,
+    imported: &Imported,
+    workdir: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    let m = parse_manifest(
+        &imported.digest.to_string(),
+        &layout.read_blob(&imported.digest)?,
+    )?;
     let prefix = format!("{}/releases/", workdir.trim_matches('/'));
     for l in m.layers.iter().rev() {
         let reader = import::layer_reader(layout, l)?;
         let mut ar = tar::Archive::new(reader);
         for entry in ar.entries()? {
             let entry = entry?;
-            let path = entry.path()?.to_string_lossy().trim_start_matches("./").to_owned();
-            let Some(rest) = path.strip_prefix(&prefix) else { continue };
+            let path = entry
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
             if let Some((vsn, file)) = rest.split_once('/') {
                 if let Some(name) = file.strip_suffix(".rel").filter(|n| !n.contains('/')) {
                     return Ok(Some((name.to_owned(), vsn.to_owned())));
@@ -1100,8 +1349,15 @@ mod tests {
         BuildRequest {
             context: "/src/app".into(),
             dockerfile: "/tmp/x/Dockerfile".into(),
-            build_args: vec![("SKIP_HEX".into(), "1".into()), ("A".into(), "x".into()), ("SKIP_HEX".into(), "0".into())],
-            secrets: vec!["id=hex,env=HEX_ORG_KEY".parse().unwrap(), "id=npm,src=/run/npmrc".parse().unwrap()],
+            build_args: vec![
+                ("SKIP_HEX".into(), "1".into()),
+                ("A".into(), "x".into()),
+                ("SKIP_HEX".into(), "0".into()),
+            ],
+            secrets: vec![
+                "id=hex,env=HEX_ORG_KEY".parse().unwrap(),
+                "id=npm,src=/run/npmrc".parse().unwrap(),
+            ],
             network: Some("host".into()),
             platform: Some("linux/amd64".into()),
             target: Some("runner".into()),
@@ -1114,7 +1370,12 @@ mod tests {
 
     #[test]
     fn buildctl_gets_the_dockerfile_frontend_options_and_an_oci_output() {
-        let inv = buildctl_command(Path::new("buildctl"), "tcp://bk:1234", &req(), Path::new("/l/out.tar"));
+        let inv = buildctl_command(
+            Path::new("buildctl"),
+            "tcp://bk:1234",
+            &req(),
+            Path::new("/l/out.tar"),
+        );
         assert_eq!(
             inv.args_lossy().join(" "),
             "--addr tcp://bk:1234 build --frontend dockerfile.v0 --local context=/src/app --local dockerfile=/tmp/x \
@@ -1130,7 +1391,11 @@ mod tests {
 
     #[test]
     fn buildx_writes_an_oci_archive_or_loads_on_the_docker_driver() {
-        let inv = buildx_command(Path::new("/usr/bin/docker"), &req(), &Output::OciTar("/l/out.tar".into()));
+        let inv = buildx_command(
+            Path::new("/usr/bin/docker"),
+            &req(),
+            &Output::OciTar("/l/out.tar".into()),
+        );
         assert_eq!(
             inv.args_lossy().join(" "),
             "buildx build --file /tmp/x/Dockerfile --build-arg SKIP_HEX=0 --build-arg A=x \
@@ -1140,18 +1405,35 @@ mod tests {
         );
         let load = buildx_command(
             Path::new("docker"),
-            &BuildRequest { plain_progress: false, ..req() },
-            &Output::DockerImage { tag: "t:1".into(), iidfile: "/l/iid".into() },
+            &BuildRequest {
+                plain_progress: false,
+                ..req()
+            },
+            &Output::DockerImage {
+                tag: "t:1".into(),
+                iidfile: "/l/iid".into(),
+            },
         );
         let args = load.args_lossy().join(" ");
-        assert!(args.ends_with("--load --tag t:1 --iidfile /l/iid /src/app"), "{args}");
+        assert!(
+            args.ends_with("--load --tag t:1 --iidfile /l/iid /src/app"),
+            "{args}"
+        );
         assert!(args.contains("--progress auto"), "{args}");
     }
 
     #[test]
     fn docker_build_uses_buildkit_a_temporary_tag_and_image_refs_for_cache() {
-        let inv = docker_build_command(Path::new("/usr/bin/docker"), &req(), "guildhall-image-tmp:1-2", Path::new("/l/iid"));
-        assert_eq!(inv.env, vec![("DOCKER_BUILDKIT".to_owned(), "1".to_owned())]);
+        let inv = docker_build_command(
+            Path::new("/usr/bin/docker"),
+            &req(),
+            "guildhall-image-tmp:1-2",
+            Path::new("/l/iid"),
+        );
+        assert_eq!(
+            inv.env,
+            vec![("DOCKER_BUILDKIT".to_owned(), "1".to_owned())]
+        );
         assert_eq!(
             inv.args_lossy().join(" "),
             "build --file /tmp/x/Dockerfile --build-arg SKIP_HEX=0 --build-arg A=x \
@@ -1166,12 +1448,21 @@ mod tests {
         let s: SecretSpec = "id=hex,src=/k".parse().unwrap();
         assert_eq!(s.source, SecretSource::File("/k".into()));
         let e: SecretSpec = "env=HEX_KEY".parse().unwrap();
-        assert_eq!((e.id.as_str(), e.to_arg().as_str()), ("HEX_KEY", "id=HEX_KEY,env=HEX_KEY"));
+        assert_eq!(
+            (e.id.as_str(), e.to_arg().as_str()),
+            ("HEX_KEY", "id=HEX_KEY,env=HEX_KEY")
+        );
         let t: SecretSpec = "type=env,id=k,src=TOKEN".parse().unwrap();
         assert_eq!(t.source, SecretSource::Env("TOKEN".into()));
         assert!("id=x".parse::<SecretSpec>().is_err());
         assert!("id=x,src=a,env=B".parse::<SecretSpec>().is_err());
-        assert!("id=x,value=hunter2".parse::<SecretSpec>().unwrap_err().to_string().contains("unknown key `value`"));
+        assert!(
+            "id=x,value=hunter2"
+                .parse::<SecretSpec>()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown key `value`")
+        );
     }
 
     struct FakeProbe {
@@ -1179,10 +1470,10 @@ mod tests {
         engine: Result<(), String>,
     }
     impl Probe for FakeProbe {
-        fn buildx(&self, _: &Path) -> Result<Option<String>, String> {
+        fn buildx(&self, _: &Path, _: &EngineEnv) -> Result<Option<String>, String> {
             self.buildx.clone()
         }
-        fn docker_engine(&self, _: &Path) -> Result<(), String> {
+        fn docker_engine(&self, _: &Path, _: &EngineEnv) -> Result<(), String> {
             self.engine.clone()
         }
     }
@@ -1195,29 +1486,79 @@ mod tests {
             buildkit_host: Some("tcp://bk:1234".into()),
             docker_host: None,
         };
-        let all = FakeProbe { buildx: Ok(Some("docker-container".into())), engine: Ok(()) };
+        let all = FakeProbe {
+            buildx: Ok(Some("docker-container".into())),
+            engine: Ok(()),
+        };
         assert_eq!(detect(None, &env, &all).unwrap().builder, Builder::Buildctl);
-        let no_host = EngineEnv { buildkit_host: None, ..env.clone() };
-        assert_eq!(detect(None, &no_host, &all).unwrap().builder, Builder::Buildx);
-        let no_buildx = FakeProbe { buildx: Err("'buildx' is not a docker command".into()), engine: Ok(()) };
-        assert_eq!(detect(None, &no_host, &no_buildx).unwrap().builder, Builder::Docker);
-        assert_eq!(detect(Some(Builder::Docker), &env, &all).unwrap().builder, Builder::Docker);
-        let docker_driver = FakeProbe { buildx: Ok(Some("docker".into())), engine: Ok(()) };
+        let no_host = EngineEnv {
+            buildkit_host: None,
+            ..env.clone()
+        };
+        assert_eq!(
+            detect(None, &no_host, &all).unwrap().builder,
+            Builder::Buildx
+        );
+        let no_buildx = FakeProbe {
+            buildx: Err("'buildx' is not a docker command".into()),
+            engine: Ok(()),
+        };
+        assert_eq!(
+            detect(None, &no_host, &no_buildx).unwrap().builder,
+            Builder::Docker
+        );
+        assert_eq!(
+            detect(Some(Builder::Docker), &env, &all).unwrap().builder,
+            Builder::Docker
+        );
+        let docker_driver = FakeProbe {
+            buildx: Ok(Some("docker".into())),
+            engine: Ok(()),
+        };
         assert!(detect(None, &no_host, &docker_driver).unwrap().buildx_loads);
     }
 
     #[test]
     fn a_missing_engine_says_what_was_looked_for_and_how_to_get_one() {
-        let env = EngineEnv { docker: Some("/usr/bin/docker".into()), buildctl: None, buildkit_host: None, docker_host: Some("unix:///nowhere.sock".into()) };
-        let none = FakeProbe { buildx: Err("'buildx' is not a docker command".into()), engine: Err("Cannot connect to the Docker daemon".into()) };
+        let env = EngineEnv {
+            docker: Some("/usr/bin/docker".into()),
+            buildctl: None,
+            buildkit_host: None,
+            docker_host: Some("unix:///nowhere.sock".into()),
+        };
+        let none = FakeProbe {
+            buildx: Err("'buildx' is not a docker command".into()),
+            engine: Err("Cannot connect to the Docker daemon".into()),
+        };
         let e = detect(None, &env, &none).unwrap_err();
         let msg = e.to_string();
-        for want in ["BUILDKIT_HOST", "docker buildx", "unix:///nowhere.sock", "Cannot connect", "apt-get install docker.io", "--engine direct"] {
+        for want in [
+            "BUILDKIT_HOST",
+            "docker buildx",
+            "unix:///nowhere.sock",
+            "Cannot connect",
+            "apt-get install docker.io",
+            "--engine direct",
+        ] {
             assert!(msg.contains(want), "`{want}` missing from: {msg}");
         }
-        assert_eq!(crate::exit::Classify::exit_code(&e), crate::exit::ExitCode::Engine);
-        let forced = detect(Some(Builder::Buildctl), &EngineEnv { buildkit_host: Some("tcp://x:1".into()), ..env }, &none).unwrap_err();
-        assert!(forced.to_string().contains("buildctl is not on PATH"), "{forced}");
+        assert_eq!(
+            crate::exit::Classify::exit_code(&e),
+            crate::exit::ExitCode::Engine
+        );
+        let forced = detect(
+            Some(Builder::Buildctl),
+            &EngineEnv {
+                buildkit_host: Some("tcp://x:1".into()),
+                ..env
+            },
+            &none,
+        )
+        .unwrap_err();
+        assert!(
+            forced.to_string().contains("buildctl is not on PATH"),
+            "{forced}"
+        );
     }
 
     #[test]
@@ -1234,13 +1575,24 @@ mod tests {
         ] {
             log.push(l.to_owned());
         }
-        assert_eq!(log.failed_step().as_deref(), Some("[builder 7/12] RUN mix compile"));
+        assert_eq!(
+            log.failed_step().as_deref(),
+            Some("[builder 7/12] RUN mix compile")
+        );
     }
 
     #[test]
     fn mix_exs_version_and_app_are_read_when_literal() {
-        let f = MixFacts::parse("  @version \"1.2.3\"\n  def project do\n    [app: :guildhall,\n     version: @version,\n");
-        assert_eq!(f, MixFacts { app: Some("guildhall".into()), version: Some("1.2.3".into()) });
+        let f = MixFacts::parse(
+            "  @version \"1.2.3\"\n  def project do\n    [app: :guildhall,\n     version: @version,\n",
+        );
+        assert_eq!(
+            f,
+            MixFacts {
+                app: Some("guildhall".into()),
+                version: Some("1.2.3".into())
+            }
+        );
         let g = MixFacts::parse("[app: :x, version: \"0.4.0-rc.1\", elixir: \"~> 1.17\"]");
         assert_eq!(g.version.as_deref(), Some("0.4.0-rc.1"));
         let h = MixFacts::parse("app: :guildhall,\n version: System.get_env(\"V\", \"0.1.0\"),");
@@ -1264,7 +1616,10 @@ mod tests {
         ] {
             assert!(DOCKERFILE.contains(want), "Dockerfile lacks {want}");
         }
-        assert!(!DOCKERFILE.lines().any(|l| l.starts_with("# syntax=")), "a syntax line would pull a frontend image");
+        assert!(
+            !DOCKERFILE.lines().any(|l| l.starts_with("# syntax=")),
+            "a syntax line would pull a frontend image"
+        );
         for want in ["_build", "deps", ".git", "node_modules"] {
             assert!(DOCKERIGNORE.contains(want), ".dockerignore lacks {want}");
         }

@@ -120,11 +120,11 @@ pub enum ImportError {
 impl crate::exit::Classify for ImportError {
     fn exit_code(&self) -> crate::exit::ExitCode {
         match self {
-            ImportError::Io { .. } => crate::exit::ExitCode::Failure,
-            ImportError::Layout { source, .. } => match source {
-                LayoutError::Io { .. } => crate::exit::ExitCode::Failure,
-                _ => crate::exit::ExitCode::Input,
-            },
+            ImportError::Io { .. }
+            | ImportError::Layout {
+                source: LayoutError::Io { .. },
+                ..
+            } => crate::exit::ExitCode::Failure,
             _ => crate::exit::ExitCode::Input,
         }
     }
@@ -154,7 +154,12 @@ pub struct Imported {
 
 /// Import the image in `archive` (format detected) into `layout` and point
 /// `tags` at it. Nothing is tagged unless every blob was stored and verified.
-pub fn import_archive(layout: &Layout, archive: &Path, tags: &[String], progress: &Progress) -> Result<Imported> {
+pub fn import_archive(
+    layout: &Layout,
+    archive: &Path,
+    tags: &[String],
+    progress: &Progress,
+) -> Result<Imported> {
     let ar = TarIndex::read(archive)?;
     let imported = if ar.has("manifest.json") {
         import_docker(layout, &ar, progress)?
@@ -167,7 +172,9 @@ pub fn import_archive(layout: &Layout, archive: &Path, tags: &[String], progress
         });
     };
     if !tags.is_empty() {
-        layout.set_tags(&imported.media_type, &imported.digest, tags).map_err(|e| ar.layout_err(e))?;
+        layout
+            .set_tags(&imported.media_type, &imported.digest, tags)
+            .map_err(|e| ar.layout_err(e))?;
     }
     Ok(imported)
 }
@@ -176,11 +183,18 @@ pub fn import_archive(layout: &Layout, archive: &Path, tags: &[String], progress
 
 fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imported> {
     let manifest: Value = ar.json("manifest.json", "archive")?;
-    let entries = manifest.as_array().ok_or_else(|| ar.invalid("manifest.json is not an array"))?;
+    let entries = manifest
+        .as_array()
+        .ok_or_else(|| ar.invalid("manifest.json is not an array"))?;
     let entry = match entries.as_slice() {
         [one] => one,
         [] => return Err(ar.invalid("manifest.json lists no image")),
-        many => return Err(ar.invalid(&format!("manifest.json lists {} images; save one image per archive", many.len()))),
+        many => {
+            return Err(ar.invalid(&format!(
+                "manifest.json lists {} images; save one image per archive",
+                many.len()
+            )));
+        }
     };
     let config_name = entry
         .get("Config")
@@ -191,7 +205,10 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
         .and_then(Value::as_array)
         .ok_or_else(|| ar.invalid("manifest.json has no Layers"))?
         .iter()
-        .map(|l| l.as_str().ok_or_else(|| ar.invalid("a Layers entry is not a string")))
+        .map(|l| {
+            l.as_str()
+                .ok_or_else(|| ar.invalid("a Layers entry is not a string"))
+        })
         .collect::<Result<_>>()?;
 
     let config_bytes = ar.read_small(config_name, "manifest.json")?;
@@ -208,13 +225,18 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
             });
         }
     }
-    let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| ar.invalid(&format!("{config_name} is not JSON: {e}")))?;
+    let config: Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| ar.invalid(&format!("{config_name} is not JSON: {e}")))?;
     let diff_ids: Vec<Digest> = config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
         .ok_or_else(|| ar.invalid(&format!("{config_name} has no rootfs.diff_ids")))?
         .iter()
-        .map(|d| d.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| ar.invalid("a rootfs.diff_ids entry is not a sha256 digest")))
+        .map(|d| {
+            d.as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ar.invalid("a rootfs.diff_ids entry is not a sha256 digest"))
+        })
         .collect::<Result<_>>()?;
     if diff_ids.len() != layer_names.len() {
         return Err(ar.invalid(&format!(
@@ -253,7 +275,9 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
             reused,
         });
     }
-    let (config_digest, config_size) = layout.write_blob(&config_bytes).map_err(|e| ar.layout_err(e))?;
+    let (config_digest, config_size) = layout
+        .write_blob(&config_bytes)
+        .map_err(|e| ar.layout_err(e))?;
     let manifest = build_manifest((&config_digest, config_size), &layers, &BTreeMap::new());
     let (digest, size) = layout.write_blob(&manifest).map_err(|e| ar.layout_err(e))?;
     Ok(Imported {
@@ -262,7 +286,9 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
         digest,
         size,
         config: config_digest,
-        platform: config_platform(&config).map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
+        platform: config_platform(&config)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "unknown".into()),
         layers: outcomes,
     })
 }
@@ -278,7 +304,12 @@ struct LayerJob {
 /// One docker layer into the layout: verified against its diff ID; gzip
 /// members are stored as they are, plain tars compressed; a layer the layout
 /// already holds (by diff ID) is only hashed.
-fn import_docker_layer(layout: &Layout, ar: &TarIndex, job: &LayerJob, progress: &Progress) -> Result<(BlobRef, bool)> {
+fn import_docker_layer(
+    layout: &Layout,
+    ar: &TarIndex,
+    job: &LayerJob,
+    progress: &Progress,
+) -> Result<(BlobRef, bool)> {
     let (mut r, len) = ar.open(&job.member, "manifest.json")?;
     let task = progress.task(format!("import {}", job.what), Some(len));
     let mut magic = [0u8; 4];
@@ -300,13 +331,22 @@ fn import_docker_layer(layout: &Layout, ar: &TarIndex, job: &LayerJob, progress:
     let mut w = layout.blob_writer().map_err(|e| ar.layout_err(e))?;
     let actual_diff = if gzipped {
         // Stored as is; the diff ID is of the decompressed bytes.
-        let mut tee = TeeWriter { a: &mut w, b: DiffHasher::new(true) };
+        let mut tee = TeeWriter {
+            a: &mut w,
+            b: DiffHasher::new(true),
+        };
         copy_counting(&mut r, &mut tee, &task).map_err(|e| ar.io("reading", e))?;
         tee.b.finish().map_err(|e| ar.io("decompressing", e))?
     } else {
-        let mut hashing = HashingWriter { inner: GzEncoder::new(BufWriter::with_capacity(BUF, &mut w), Compression::new(6)), hasher: Sha256Hasher::new() };
+        let mut hashing = HashingWriter {
+            inner: GzEncoder::new(BufWriter::with_capacity(BUF, &mut w), Compression::new(6)),
+            hasher: Sha256Hasher::new(),
+        };
         copy_counting(&mut r, &mut hashing, &task).map_err(|e| ar.io("compressing", e))?;
-        let mut buf = hashing.inner.finish().map_err(|e| ar.io("compressing", e))?;
+        let mut buf = hashing
+            .inner
+            .finish()
+            .map_err(|e| ar.io("compressing", e))?;
         buf.flush().map_err(|e| ar.io("compressing", e))?;
         drop(buf);
         hashing.hasher.finish()
@@ -315,7 +355,14 @@ fn import_docker_layer(layout: &Layout, ar: &TarIndex, job: &LayerJob, progress:
     ar.check(&job.member, &job.what, &job.diff_id, actual_diff)?;
     let (digest, size) = w.commit(None).map_err(|e| ar.layout_err(e))?;
     task.finish("done");
-    Ok((BlobRef { media_type: media::OCI_LAYER_GZIP.to_owned(), digest, size }, false))
+    Ok((
+        BlobRef {
+            media_type: media::OCI_LAYER_GZIP.to_owned(),
+            digest,
+            size,
+        },
+        false,
+    ))
 }
 
 /// `created_by` of each history entry that made a layer, in layer order.
@@ -325,12 +372,23 @@ fn layer_history(config: &Value) -> Vec<String> {
         .and_then(Value::as_array)
         .map(|h| {
             h.iter()
-                .filter(|e| !e.get("empty_layer").and_then(Value::as_bool).unwrap_or(false))
+                .filter(|e| {
+                    !e.get("empty_layer")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                })
                 .map(|e| {
                     let s = e.get("created_by").and_then(Value::as_str).unwrap_or("");
-                    let s = s.trim_start_matches("/bin/sh -c ").trim_start_matches("#(nop) ").trim();
+                    let s = s
+                        .trim_start_matches("/bin/sh -c ")
+                        .trim_start_matches("#(nop) ")
+                        .trim();
                     let short: String = s.chars().take(72).collect();
-                    if short.len() < s.len() { format!("{short}…") } else { short }
+                    if short.len() < s.len() {
+                        format!("{short}…")
+                    } else {
+                        short
+                    }
                 })
                 .collect()
         })
@@ -340,20 +398,42 @@ fn layer_history(config: &Value) -> Vec<String> {
 /// Layers already in the layout, by diff ID (from the configs of its images).
 fn known_layers(layout: &Layout) -> HashMap<Digest, BlobRef> {
     let mut out = HashMap::new();
-    let Ok(images) = layout.images() else { return out };
+    let Ok(images) = layout.images() else {
+        return out;
+    };
     for img in images {
         if !media::is_manifest(&img.media_type) {
             continue;
         }
-        let Ok(bytes) = layout.read_blob(&img.digest) else { continue };
-        let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else { continue };
-        let Ok(cfg) = layout.read_blob(&m.config.digest) else { continue };
-        let Ok(cfg) = serde_json::from_slice::<Value>(&cfg) else { continue };
-        let Some(ids) = cfg.pointer("/rootfs/diff_ids").and_then(Value::as_array) else { continue };
+        let Ok(bytes) = layout.read_blob(&img.digest) else {
+            continue;
+        };
+        let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else {
+            continue;
+        };
+        let Ok(cfg) = layout.read_blob(&m.config.digest) else {
+            continue;
+        };
+        let Ok(cfg) = serde_json::from_slice::<Value>(&cfg) else {
+            continue;
+        };
+        let Some(ids) = cfg.pointer("/rootfs/diff_ids").and_then(Value::as_array) else {
+            continue;
+        };
         for (id, l) in ids.iter().zip(&m.layers) {
-            let Some(id) = id.as_str().and_then(|s| s.parse::<Digest>().ok()) else { continue };
-            if media::is_gzip_layer(&l.media_type) && layout.blob_size(&l.digest).ok() == Some(l.size) {
-                out.insert(id, BlobRef { media_type: oci_layer_media_type(&l.media_type), ..l.clone() });
+            let Some(id) = id.as_str().and_then(|s| s.parse::<Digest>().ok()) else {
+                continue;
+            };
+            if media::is_gzip_layer(&l.media_type)
+                && layout.blob_size(&l.digest).ok() == Some(l.size)
+            {
+                out.insert(
+                    id,
+                    BlobRef {
+                        media_type: oci_layer_media_type(&l.media_type),
+                        ..l.clone()
+                    },
+                );
             }
         }
     }
@@ -371,11 +451,19 @@ fn import_oci(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imp
     let mut indexes: Vec<(BlobRef, Vec<u8>)> = Vec::new();
     let mut todo: Vec<BlobRef> = top.iter().map(|e| e.blob.clone()).collect();
     while let Some(desc) = todo.pop() {
-        let bytes = ar.read_blob(&desc, "index.json", &format!("manifest {}", desc.digest.short()))?;
+        let bytes = ar.read_blob(
+            &desc,
+            "index.json",
+            &format!("manifest {}", desc.digest.short()),
+        )?;
         if media::is_index(&desc.media_type) {
-            let entries = parse_index(&desc.digest.to_string(), &bytes).map_err(|e| ar.invalid(&e.to_string()))?;
+            let entries = parse_index(&desc.digest.to_string(), &bytes)
+                .map_err(|e| ar.invalid(&e.to_string()))?;
             for e in entries {
-                let attestation = e.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
+                let attestation = e
+                    .platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
                 if !attestation {
                     todo.push(e.blob);
                 }
@@ -393,27 +481,53 @@ fn import_oci(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imp
     let mut first: Option<(Digest, Vec<LayerOutcome>)> = None;
     let mut platforms = Vec::new();
     for (desc, bytes) in &images {
-        let m = parse_manifest(&desc.digest.to_string(), bytes).map_err(|e| ar.invalid(&e.to_string()))?;
-        let config_bytes = ar.read_blob(&m.config, &format!("manifest {}", desc.digest.short()), "the image config")?;
-        let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| ar.invalid(&format!("config {} is not JSON: {e}", m.config.digest)))?;
-        platforms.push(config_platform(&config).map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()));
+        let m = parse_manifest(&desc.digest.to_string(), bytes)
+            .map_err(|e| ar.invalid(&e.to_string()))?;
+        let config_bytes = ar.read_blob(
+            &m.config,
+            &format!("manifest {}", desc.digest.short()),
+            "the image config",
+        )?;
+        let config: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| ar.invalid(&format!("config {} is not JSON: {e}", m.config.digest)))?;
+        platforms.push(
+            config_platform(&config)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        );
         let total = m.layers.len();
-        let results = run_parallel(&m.layers.iter().enumerate().collect::<Vec<_>>(), |(i, l)| {
-            let what = format!("layer {} of {total}", i + 1);
-            let reused = layout.has_blob(&l.digest) && layout.blob_size(&l.digest).ok() == Some(l.size);
-            if !reused {
-                ar.copy_blob(layout, l, &format!("manifest {}", desc.digest.short()), &what, progress)?;
-            }
-            Ok(reused)
-        })?;
-        layout.write_blob(&config_bytes).map_err(|e| ar.layout_err(e))?;
+        let results = run_parallel(
+            &m.layers.iter().enumerate().collect::<Vec<_>>(),
+            |(i, l)| {
+                let what = format!("layer {} of {total}", i + 1);
+                let reused =
+                    layout.has_blob(&l.digest) && layout.blob_size(&l.digest).ok() == Some(l.size);
+                if !reused {
+                    ar.copy_blob(
+                        layout,
+                        l,
+                        &format!("manifest {}", desc.digest.short()),
+                        &what,
+                        progress,
+                    )?;
+                }
+                Ok(reused)
+            },
+        )?;
+        layout
+            .write_blob(&config_bytes)
+            .map_err(|e| ar.layout_err(e))?;
         layout.write_blob(bytes).map_err(|e| ar.layout_err(e))?;
         if first.is_none() {
             let history = layer_history(&config);
             let diff_ids: Vec<Option<Digest>> = config
                 .pointer("/rootfs/diff_ids")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().map(|d| d.as_str().and_then(|s| s.parse().ok())).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|d| d.as_str().and_then(|s| s.parse().ok()))
+                        .collect()
+                })
                 .unwrap_or_default();
             let outcomes = m
                 .layers
@@ -443,10 +557,21 @@ fn import_oci(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imp
         let d = &images[0].0;
         (d.media_type.clone(), d.digest.clone(), d.size)
     } else {
-        let d = &indexes.first().expect("several images come from an index").0;
+        let d = &indexes
+            .first()
+            .expect("several images come from an index")
+            .0;
         (d.media_type.clone(), d.digest.clone(), d.size)
     };
-    Ok(Imported { format: ArchiveFormat::OciArchive, media_type, digest, size, config, platform: platforms.join(","), layers })
+    Ok(Imported {
+        format: ArchiveFormat::OciArchive,
+        media_type,
+        digest,
+        size,
+        config,
+        platform: platforms.join(","),
+        layers,
+    })
 }
 
 // ------------------------------------------------------------ the archive ---
@@ -465,18 +590,35 @@ struct TarIndex {
 
 impl TarIndex {
     fn read(path: &Path) -> Result<TarIndex> {
-        let io_err = |action, source| ImportError::Io { action, path: path.to_owned(), source };
+        let io_err = |action, source| ImportError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        };
         let f = File::open(path).map_err(|e| io_err("opening", e))?;
         let mut ar = tar::Archive::new(BufReader::with_capacity(64 * 1024, f));
         let mut members = HashMap::new();
         for entry in ar.entries_with_seek().map_err(|e| io_err("reading", e))? {
             let entry = entry.map_err(|e| io_err("reading", e))?;
-            let name = normalize(&entry.path().map_err(|e| io_err("reading", e))?.to_string_lossy());
+            let name = normalize(
+                &entry
+                    .path()
+                    .map_err(|e| io_err("reading", e))?
+                    .to_string_lossy(),
+            );
             let kind = entry.header().entry_type();
             if kind.is_file() {
-                members.insert(name, Member::File { offset: entry.raw_file_position(), size: entry.size() });
+                members.insert(
+                    name,
+                    Member::File {
+                        offset: entry.raw_file_position(),
+                        size: entry.size(),
+                    },
+                );
             } else if kind.is_symlink() || kind.is_hard_link() {
-                let Some(target) = entry.link_name().map_err(|e| io_err("reading", e))? else { continue };
+                let Some(target) = entry.link_name().map_err(|e| io_err("reading", e))? else {
+                    continue;
+                };
                 let target = target.to_string_lossy().into_owned();
                 // Symlinks are relative to the member's directory; hard links to the root.
                 let resolved = if kind.is_symlink() {
@@ -488,7 +630,10 @@ impl TarIndex {
                 members.insert(name, Member::Link(resolved));
             }
         }
-        Ok(TarIndex { path: path.to_owned(), members })
+        Ok(TarIndex {
+            path: path.to_owned(),
+            members,
+        })
     }
 
     fn has(&self, name: &str) -> bool {
@@ -508,20 +653,25 @@ impl TarIndex {
 
     /// A member's bytes, streamed from its offset, and its length.
     fn open(&self, name: &str, named_by: &str) -> Result<(io::Take<BufReader<File>>, u64)> {
-        let (offset, size) = self.lookup(name).ok_or_else(|| ImportError::MissingMember {
-            archive: self.path.clone(),
-            member: name.to_owned(),
-            named_by: named_by.to_owned(),
-        })?;
+        let (offset, size) = self
+            .lookup(name)
+            .ok_or_else(|| ImportError::MissingMember {
+                archive: self.path.clone(),
+                member: name.to_owned(),
+                named_by: named_by.to_owned(),
+            })?;
         let mut f = File::open(&self.path).map_err(|e| self.io("opening", e))?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| self.io("reading", e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.io("reading", e))?;
         Ok((BufReader::with_capacity(BUF, f).take(size), size))
     }
 
     fn read_small(&self, name: &str, named_by: &str) -> Result<Vec<u8>> {
         let (mut r, size) = self.open(name, named_by)?;
         if size > MAX_JSON {
-            return Err(self.invalid(&format!("`{name}` is {size} bytes, too big for a JSON document")));
+            return Err(self.invalid(&format!(
+                "`{name}` is {size} bytes, too big for a JSON document"
+            )));
         }
         let mut out = Vec::with_capacity(size as usize);
         r.read_to_end(&mut out).map_err(|e| self.io("reading", e))?;
@@ -530,7 +680,8 @@ impl TarIndex {
 
     fn json(&self, name: &str, named_by: &str) -> Result<Value> {
         let bytes = self.read_small(name, named_by)?;
-        serde_json::from_slice(&bytes).map_err(|e| self.invalid(&format!("{name} is not JSON: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.invalid(&format!("{name} is not JSON: {e}")))
     }
 
     /// A small OCI blob, checked against its descriptor.
@@ -551,7 +702,14 @@ impl TarIndex {
     }
 
     /// A (large) OCI blob into the layout, streamed and checked.
-    fn copy_blob(&self, layout: &Layout, desc: &BlobRef, named_by: &str, what: &str, progress: &Progress) -> Result<()> {
+    fn copy_blob(
+        &self,
+        layout: &Layout,
+        desc: &BlobRef,
+        named_by: &str,
+        what: &str,
+        progress: &Progress,
+    ) -> Result<()> {
         let member = blob_member(&desc.digest);
         let (mut r, len) = self.open(&member, named_by)?;
         if len != desc.size {
@@ -568,8 +726,16 @@ impl TarIndex {
         copy_counting(&mut r, &mut w, &task).map_err(|e| self.io("reading", e))?;
         match w.commit(Some(&desc.digest)) {
             Ok(_) => {}
-            Err(LayoutError::DigestMismatch { expected, actual, .. }) => {
-                return Err(ImportError::DigestMismatch { archive: self.path.clone(), member, what: what.to_owned(), expected, actual });
+            Err(LayoutError::DigestMismatch {
+                expected, actual, ..
+            }) => {
+                return Err(ImportError::DigestMismatch {
+                    archive: self.path.clone(),
+                    member,
+                    what: what.to_owned(),
+                    expected,
+                    actual,
+                });
             }
             Err(e) => return Err(self.layout_err(e)),
         }
@@ -592,15 +758,25 @@ impl TarIndex {
     }
 
     fn invalid(&self, reason: &str) -> ImportError {
-        ImportError::Invalid { archive: self.path.clone(), reason: reason.to_owned() }
+        ImportError::Invalid {
+            archive: self.path.clone(),
+            reason: reason.to_owned(),
+        }
     }
 
     fn io(&self, action: &'static str, source: io::Error) -> ImportError {
-        ImportError::Io { action, path: self.path.clone(), source }
+        ImportError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn layout_err(&self, source: LayoutError) -> ImportError {
-        ImportError::Layout { archive: self.path.clone(), source }
+        ImportError::Layout {
+            archive: self.path.clone(),
+            source,
+        }
     }
 }
 
@@ -610,12 +786,19 @@ fn blob_member(d: &Digest) -> String {
 
 /// `./a//b/` → `a/b`.
 fn normalize(name: &str) -> String {
-    name.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+    name.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A relative link target against a directory, `..` resolved.
 fn resolve(dir: &str, target: &str) -> String {
-    let mut parts: Vec<&str> = if target.starts_with('/') { Vec::new() } else { dir.split('/').filter(|c| !c.is_empty()).collect() };
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.split('/').filter(|c| !c.is_empty()).collect()
+    };
     for c in target.split('/') {
         match c {
             "" | "." => {}
@@ -635,7 +818,8 @@ fn digest_in_name(name: &str) -> Option<Digest> {
     if let Some(hex) = n.strip_prefix("blobs/sha256/") {
         return Digest::from_hex(hex).ok();
     }
-    n.strip_suffix(".json").and_then(|hex| Digest::from_hex(hex).ok())
+    n.strip_suffix(".json")
+        .and_then(|hex| Digest::from_hex(hex).ok())
 }
 
 // --------------------------------------------------------------- streams ---
@@ -706,7 +890,7 @@ impl<A: Write, B: Write> Write for TeeWriter<A, B> {
 /// gzip stream (decompressed as it comes, so memory stays bounded).
 enum DiffHasher {
     Plain(Sha256Hasher),
-    Gzip(flate2::write::MultiGzDecoder<HashSink>),
+    Gzip(Box<flate2::write::MultiGzDecoder<HashSink>>),
 }
 
 struct HashSink(Sha256Hasher);
@@ -724,7 +908,9 @@ impl Write for HashSink {
 impl DiffHasher {
     fn new(gzipped: bool) -> DiffHasher {
         if gzipped {
-            DiffHasher::Gzip(flate2::write::MultiGzDecoder::new(HashSink(Sha256Hasher::new())))
+            DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashSink(
+                Sha256Hasher::new(),
+            ))))
         } else {
             DiffHasher::Plain(Sha256Hasher::new())
         }
@@ -757,8 +943,15 @@ impl Write for DiffHasher {
 
 /// Run `f` over `items` on up to one thread per core; results in item order,
 /// the first error (in item order) wins.
-fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(items.len()).max(1);
+fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len())
+        .max(1);
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
@@ -791,9 +984,16 @@ fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Syn
 }
 
 /// Decompress-and-read helper for callers that look inside imported layers.
-pub(crate) fn layer_reader(layout: &Layout, blob: &BlobRef) -> std::result::Result<Box<dyn Read>, LayoutError> {
+pub(crate) fn layer_reader(
+    layout: &Layout,
+    blob: &BlobRef,
+) -> std::result::Result<Box<dyn Read>, LayoutError> {
     let f = BufReader::with_capacity(BUF, layout.open_blob(&blob.digest)?);
-    Ok(if media::is_gzip_layer(&blob.media_type) { Box::new(MultiGzDecoder::new(f)) } else { Box::new(f) })
+    Ok(if media::is_gzip_layer(&blob.media_type) {
+        Box::new(MultiGzDecoder::new(f))
+    } else {
+        Box::new(f)
+    })
 }
 
 #[cfg(test)]
@@ -806,7 +1006,12 @@ mod tests {
         assert_eq!(resolve("abc", "../def/layer.tar"), "def/layer.tar");
         let hex = "a".repeat(64);
         assert_eq!(digest_in_name(&format!("{hex}.json")).unwrap().hex(), hex);
-        assert_eq!(digest_in_name(&format!("blobs/sha256/{hex}")).unwrap().hex(), hex);
+        assert_eq!(
+            digest_in_name(&format!("blobs/sha256/{hex}"))
+                .unwrap()
+                .hex(),
+            hex
+        );
         assert!(digest_in_name(&format!("{hex}/layer.tar")).is_none());
     }
 }
