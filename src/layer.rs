@@ -129,10 +129,16 @@ impl PlannedLayer {
         }
     }
 
-    /// Add one entry (not recursive).
+    /// Add one entry (not recursive). `dest` is normalised: no leading or
+    /// trailing `/`, no `.` components.
     pub fn add(&mut self, source: impl Into<PathBuf>, dest: impl Into<PathBuf>) {
+        let dest: PathBuf = dest
+            .into()
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
         self.entries.push(LayerEntry {
-            dest: dest.into(),
+            dest,
             source: source.into(),
         });
     }

@@ -7,6 +7,7 @@ mod rel_file;
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use plan::{LayerPlan, OTP_APPS, PlanOptions};
@@ -177,7 +178,14 @@ impl Release {
             }
         })?;
         if meta.is_dir() {
-            return Release::read(path.to_owned(), path.to_owned(), None);
+            // Canonical, so the root is a directory and not a symlink to one
+            // (it becomes the `/app` entry of every layer).
+            let root = fs::canonicalize(path).map_err(|source| ReleaseError::Io {
+                action: "resolving",
+                path: path.to_owned(),
+                source,
+            })?;
+            return Release::read(root, path.to_owned(), None);
         }
         if !meta.is_file() || !is_gzip(path)? {
             return Err(ReleaseError::UnknownKind {
@@ -197,6 +205,15 @@ impl Release {
                 path: scratch.to_owned(),
                 source,
             })?;
+        // 0755 whatever the umask or tempfile's default: the directory
+        // becomes `/app` in the image.
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).map_err(|source| {
+            ReleaseError::Io {
+                action: "setting permissions of",
+                path: tmp.path().to_owned(),
+                source,
+            }
+        })?;
         extract::extract(path, tmp.path())?;
         let root = single_subdir_root(tmp.path());
         Release::read(root, path.to_owned(), Some(tmp))
