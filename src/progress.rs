@@ -164,13 +164,13 @@ impl Task {
         if let Some(b) = &i.bar {
             b.finish_with_message(outcome.to_owned());
         } else if i.lines {
-            let done = i.done.load(Ordering::Relaxed);
-            eprintln!(
-                "{}: {outcome} ({}, {:.1}s)",
-                i.label,
-                human_bytes(done.max(i.total.load(Ordering::Relaxed))),
-                i.started.elapsed().as_secs_f64()
-            );
+            let bytes = i.done.load(Ordering::Relaxed).max(i.total.load(Ordering::Relaxed));
+            let secs = i.started.elapsed().as_secs_f64();
+            if bytes == 0 {
+                eprintln!("{}: {outcome} ({secs:.1}s)", i.label);
+            } else {
+                eprintln!("{}: {outcome} ({}, {secs:.1}s)", i.label, human_bytes(bytes));
+            }
         }
     }
 }

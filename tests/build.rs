@@ -370,9 +370,9 @@ fn bad_inputs_get_one_clear_error_and_leave_the_layout_valid() {
         ),
         (
             "bad tag",
-            build_args(&layout, &good, &base, "-bad"),
+            build_args(&layout, &good, &base, "v1/x"),
             2,
-            vec!["-bad".into()],
+            vec!["v1/x".into()],
         ),
         (
             "unreachable registry",
