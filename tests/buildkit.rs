@@ -6,10 +6,6 @@
 //! These tests need root, `docker.io`, `debootstrap` (for the builder image,
 //! cached), `umoci`, `skopeo`, `runc`, `curl`, and fail (not skip) without them.
 
-// Off until `pub mod buildkit; pub mod import;` are wired into src/build/mod.rs
-// (they need `direct` and `vcs` there too): delete this line then.
-#![cfg(any())]
-
 mod common;
 
 use std::collections::BTreeMap;
