@@ -1,0 +1,515 @@
+//! Real components for the credential and workflow tests: registries
+//! (`tests/support/registry.sh`), a private D-Bus session with
+//! gnome-keyring-daemon, keyutils clean-up, a tiny OCI layout to push, and
+//! the binary run with an environment the test controls completely.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sha2::{Digest as _, Sha256};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_guildhall-image"))
+}
+
+fn kv(s: &str) -> HashMap<String, String> {
+    s.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// A real `docker-registry` on loopback (stopped on drop).
+pub struct Registry {
+    /// Its directory (config, data, logs, token.log).
+    pub dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    /// What registry.sh printed.
+    pub info: HashMap<String, String>,
+    /// The user it accepts.
+    pub user: String,
+    /// The password it accepts.
+    pub password: String,
+}
+
+impl Registry {
+    /// `mode`: anonymous, basic or token. Credentials are random per registry.
+    pub fn start(mode: &str, extra: &[&str]) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let user = format!("user{}", rand::random::<u32>());
+        let password = format!("pw-{:016x}-secret", rand::random::<u64>());
+        let pid = std::process::id().to_string();
+        let d = dir.path().to_str().expect("utf-8").to_owned();
+        let mut args = vec![
+            "start",
+            "--dir",
+            &d,
+            "--mode",
+            mode,
+            "--watch-pid",
+            &pid,
+            "--user",
+            &user,
+            "--password",
+            &password,
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new("bash")
+            .arg(root().join("tests/support/registry.sh"))
+            .args(&args)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("registry.sh");
+        assert!(
+            out.status.success(),
+            "registry.sh start failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let info = kv(&String::from_utf8_lossy(&out.stdout));
+        let host = info["HOST"].clone();
+        Registry {
+            dir,
+            host,
+            info,
+            user,
+            password,
+        }
+    }
+
+    /// The token server's request log (token mode), one JSON value per line.
+    pub fn token_log(&self) -> Vec<serde_json::Value> {
+        let p = self.dir.path().join("token.log");
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The digest the registry has for `repo:tag` (asked with our credentials).
+    pub fn manifest_digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.host);
+        let accept = "application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,\
+                      application/vnd.docker.distribution.manifest.v2+json";
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-I", "-H", &format!("Accept: {accept}")]);
+        if self.info.get("MODE").map(String::as_str) == Some("token") {
+            let token_url = format!(
+                "{}?service=test_registry&scope=repository:{repo}:pull",
+                self.info["TOKEN_URL"]
+            );
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "-u",
+                    &format!("{}:{}", self.user, self.password),
+                    &token_url,
+                ])
+                .output()
+                .expect("curl");
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            cmd.args([
+                "-H",
+                &format!("Authorization: Bearer {}", v["token"].as_str()?),
+            ]);
+        } else {
+            cmd.args(["-u", &format!("{}:{}", self.user, self.password)]);
+        }
+        let out = cmd.arg(&url).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !text.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(root().join("tests/support/registry.sh"))
+            .args([
+                "stop",
+                "--dir",
+                self.dir.path().to_str().unwrap_or_default(),
+            ])
+            .output();
+    }
+}
+
+/// A private D-Bus session bus with gnome-keyring-daemon's Secret Service on
+/// it (both stopped on drop). `unlocked`: started with `--unlock` (a login
+/// collection that accepts items); otherwise the collection is absent.
+pub struct SecretService {
+    /// `DBUS_SESSION_BUS_ADDRESS`.
+    pub address: String,
+    dbus_pid: i32,
+    keyring: std::process::Child,
+    /// HOME / XDG dirs of the session (the keyring files live here).
+    pub home: PathBuf,
+}
+
+impl SecretService {
+    /// Start one with its files under `home`.
+    pub fn start(home: &Path, unlocked: bool) -> SecretService {
+        let run = home.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let out = Command::new("dbus-daemon")
+            .args([
+                "--session",
+                "--fork",
+                "--nopidfile",
+                "--print-address=1",
+                "--print-pid=1",
+            ])
+            .env("HOME", home)
+            .env("XDG_RUNTIME_DIR", &run)
+            .stderr(Stdio::null())
+            .output()
+            .expect("dbus-daemon (apt-get install dbus)");
+        assert!(out.status.success(), "dbus-daemon failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let address = lines.next().expect("address").trim().to_owned();
+        let dbus_pid: i32 = lines.next().expect("pid").trim().parse().expect("pid");
+        let mut cmd = Command::new("gnome-keyring-daemon");
+        cmd.args(["--foreground", "--components=secrets"])
+            .env("HOME", home)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if unlocked {
+            cmd.arg("--unlock").stdin(Stdio::piped());
+        } else {
+            cmd.stdin(Stdio::null());
+        }
+        let mut keyring = cmd
+            .spawn()
+            .expect("gnome-keyring-daemon (apt-get install gnome-keyring)");
+        if unlocked {
+            let mut stdin = keyring.stdin.take().unwrap();
+            stdin.write_all(b"keyring-password").unwrap();
+        }
+        let ss = SecretService {
+            address,
+            dbus_pid,
+            keyring,
+            home: home.to_owned(),
+        };
+        // Wait until the service answers on the bus.
+        for _ in 0..100 {
+            let ok = Command::new("dbus-send")
+                .args([
+                    "--session",
+                    "--print-reply",
+                    "--dest=org.freedesktop.secrets",
+                    "/org/freedesktop/secrets",
+                    "org.freedesktop.DBus.Peer.Ping",
+                ])
+                .env("DBUS_SESSION_BUS_ADDRESS", &ss.address)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return ss;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the Secret Service did not come up on {}", ss.address);
+    }
+
+    /// `secret-tool lookup service guildhall-image username HOST`.
+    pub fn lookup(&self, host: &str) -> Option<String> {
+        let out = Command::new("secret-tool")
+            .args(["lookup", "service", "guildhall-image", "username", host])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .output()
+            .expect("secret-tool (apt-get install libsecret-tools)");
+        (out.status.success() && !out.stdout.is_empty())
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        let _ = self.keyring.kill();
+        let _ = self.keyring.wait();
+        // SAFETY: kill(2) on a pid we started.
+        unsafe { libc::kill(self.dbus_pid, libc::SIGTERM) };
+    }
+}
+
+/// The keyutils key for a host in the user keyring, removed on drop (tests
+/// share the kernel's user keyring, so each uses its own registry host).
+pub struct KeyutilsKey {
+    /// Its description.
+    pub description: String,
+}
+
+impl KeyutilsKey {
+    /// The key guildhall-image uses for `host`.
+    pub fn for_host(host: &str) -> KeyutilsKey {
+        KeyutilsKey {
+            description: format!("keyring-rs:{host}@guildhall-image"),
+        }
+    }
+
+    /// Its payload, when the key exists in `@u`.
+    pub fn read(&self) -> Option<String> {
+        let out = Command::new("keyctl")
+            .args(["search", "@u", "user", &self.description])
+            .output()
+            .expect("keyctl (apt-get install keyutils)");
+        if !out.status.success() {
+            return None;
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let out = Command::new("keyctl")
+            .args(["pipe", &id])
+            .output()
+            .expect("keyctl");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for KeyutilsKey {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("keyctl")
+            .args(["search", "@u", "user", &self.description])
+            .output()
+        {
+            if out.status.success() {
+                let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                let _ = Command::new("keyctl").args(["invalidate", &id]).output();
+            }
+        }
+    }
+}
+
+/// What a run of the binary printed.
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panic (showing the output) unless it exited 0.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Both streams.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// An environment for the binary that owns everything credentials depend
+/// on: HOME, config and docker config dirs, PATH, D-Bus, the keyring mode.
+/// Nothing leaks in from the test's own environment.
+pub struct Env {
+    /// The temporary home.
+    pub home: tempfile::TempDir,
+    vars: HashMap<String, String>,
+    /// Every output of every command run (checked for secrets).
+    pub outputs: std::cell::RefCell<Vec<String>>,
+}
+
+impl Env {
+    /// A fresh home; no D-Bus session (so the Secret Service is absent),
+    /// an empty docker config.
+    pub fn new() -> Env {
+        let home = tempfile::tempdir().expect("tempdir");
+        let h = home.path();
+        std::fs::create_dir_all(h.join("docker")).unwrap();
+        std::fs::create_dir_all(h.join("bin")).unwrap();
+        let mut vars = HashMap::new();
+        let path = format!(
+            "{}:{}",
+            h.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        for (k, v) in [
+            ("HOME", h.display().to_string()),
+            ("XDG_CONFIG_HOME", h.join("config").display().to_string()),
+            ("XDG_RUNTIME_DIR", h.join("run").display().to_string()),
+            ("DOCKER_CONFIG", h.join("docker").display().to_string()),
+            ("PATH", path),
+            ("LANG", "C.UTF-8".into()),
+        ] {
+            vars.insert(k.to_owned(), v);
+        }
+        Env {
+            home,
+            vars,
+            outputs: Default::default(),
+        }
+    }
+
+    /// Set a variable.
+    pub fn set(&mut self, k: &str, v: &str) -> &mut Env {
+        self.vars.insert(k.to_owned(), v.to_owned());
+        self
+    }
+
+    /// Remove a variable.
+    pub fn unset(&mut self, k: &str) -> &mut Env {
+        self.vars.remove(k);
+        self
+    }
+
+    /// Join a Secret Service session.
+    pub fn with_secret_service(&mut self, ss: &SecretService) -> &mut Env {
+        self.set("DBUS_SESSION_BUS_ADDRESS", &ss.address)
+    }
+
+    /// The docker config dir.
+    pub fn docker_dir(&self) -> PathBuf {
+        self.home.path().join("docker")
+    }
+
+    /// A directory on PATH for helper scripts.
+    pub fn bin_dir(&self) -> PathBuf {
+        self.home.path().join("bin")
+    }
+
+    /// Run the binary with `args`, `stdin` as standard input.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env_clear()
+            .envs(&self.vars)
+            .current_dir(self.home.path());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("the binary");
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        let run = Run::from(child.wait_with_output().expect("wait"));
+        self.outputs.borrow_mut().push(format!(
+            "$ guildhall-image {}\n{}",
+            args.join(" "),
+            run.all()
+        ));
+        run
+    }
+
+    /// Panic if `secret` appears in anything a command printed.
+    pub fn assert_never_printed(&self, secret: &str) {
+        for o in self.outputs.borrow().iter() {
+            assert!(!o.contains(secret), "a secret was printed:\n{o}");
+        }
+    }
+}
+
+/// A tiny one-layer OCI image layout tagged `tag` (for push tests that need
+/// no build): returns its directory.
+pub fn tiny_layout(dir: &Path, tag: &str, content: &str) -> PathBuf {
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    // A gzip'd tar with one file.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "hello.txt", content.as_bytes())
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let (layer_digest, layer_size) = put(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created_by": "tests"}]
+    });
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]
+    });
+    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+            "platform": {"architecture": "amd64", "os": "linux"}
+        }]
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    layout
+}
+
+/// Write an executable script.
+pub fn script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
