@@ -98,6 +98,19 @@ fn login_stores_in_the_secret_service_a_push_then_needs_no_env_and_logout_remove
     );
     assert!(reg.manifest_digest("test/app", "t1").is_some());
 
+    // Without the session bus the entry cannot be reached: logout says so
+    // (rather than "not logged in") and keeps it.
+    env.unset("DBUS_SESSION_BUS_ADDRESS");
+    let cut_off = env.run(&["logout", &reg.host], None);
+    assert_ne!(cut_off.code, 0, "{}", cut_off.all());
+    assert!(
+        cut_off.stderr.contains("cannot be reached"),
+        "{}",
+        cut_off.stderr
+    );
+    assert!(ss.lookup(&reg.host).is_some());
+    env.with_secret_service(&ss);
+
     let out = env.run(&["logout", &reg.host], None).ok();
     assert!(out.stdout.contains("Logged out"), "{}", out.stdout);
     assert_eq!(ss.lookup(&reg.host), None);
@@ -131,6 +144,22 @@ fn without_a_session_bus_login_uses_the_keyutils_user_keyring() {
 
     let p = push(&env, work.path(), &reg.host).ok();
     assert!(p.stderr.contains("keyring (keyutils)"), "{}", p.stderr);
+    // Trace level too: still no secret (checked at the end for every run).
+    let layout = work.path().join("layout");
+    env.run(
+        &[
+            "-vv",
+            "push",
+            "--tag",
+            "t1",
+            "--layout",
+            layout.to_str().unwrap(),
+            "--to",
+            &format!("{}/test/vv", reg.host),
+        ],
+        None,
+    )
+    .ok();
     assert_eq!(
         p.stderr.matches("OS keyring unavailable").count(),
         1,
@@ -394,7 +423,8 @@ fn login_without_a_terminal_needs_a_username_and_password_stdin() {
 
 #[test]
 fn login_no_verify_stores_offline_and_credentials_lists_it() {
-    let host = format!("127.0.0.1:{}", 20000 + rand::random::<u16>() % 20000);
+    // Never contacted (--no-verify); unique, as tests share the user keyring.
+    let host = format!("offline-{:08x}.example:5000", rand::random::<u32>());
     let key = KeyutilsKey::for_host(&host);
     let mut env = Env::new();
     env.set("GUILDHALL_IMAGE_KEYRING", "keyutils");

@@ -283,15 +283,23 @@ impl KeyringSource {
     /// Remove the credentials for `host` from every store that has them and
     /// from the index. Returns the stores they were removed from (empty:
     /// nothing was stored).
+    /// A store the index says holds the host but that cannot be reached now
+    /// is an error (saying "nothing stored" would be wrong), and the host
+    /// stays in the index.
     pub fn delete(&self, host: &str) -> Result<Vec<Store>, KeyringError> {
         let host = normalize_registry_host(host);
+        let recorded = self.index_read().get(&host).copied();
         let mut removed = Vec::new();
+        let mut unreachable = None;
         for &store in &self.stores {
             match attempt(store, &host, WRITE_TIMEOUT, |e| e.delete_credential()) {
                 Outcome::Done(()) => removed.push(store),
                 Outcome::Absent => {}
                 Outcome::Unavailable(reason) => {
                     tracing::debug!(store = store.name(), %reason, "OS keyring unavailable; skipped");
+                    if recorded == Some(store) {
+                        unreachable = Some((store, reason));
+                    }
                 }
                 Outcome::Failed(reason) => {
                     return Err(KeyringError::Refused {
@@ -302,6 +310,14 @@ impl KeyringSource {
                     });
                 }
             }
+        }
+        if let (true, Some((store, reason))) = (removed.is_empty(), unreachable) {
+            return Err(KeyringError::Refused {
+                action: "removing",
+                host,
+                store,
+                reason: format!("the store that holds them cannot be reached ({reason})"),
+            });
         }
         self.index_update(&host, None);
         Ok(removed)
@@ -576,6 +592,9 @@ fn precheck(store: Store) -> Result<(), String> {
             }
         }
         Store::Keyutils => Ok(()),
+        Store::Native if cfg!(target_os = "linux") => Err(
+            "`native` is the macOS / Windows store; on Linux use secret-service or keyutils".into(),
+        ),
         Store::Native => {
             // Without a native store compiled in, keyring falls back to an
             // in-memory mock that would "store" and forget.
