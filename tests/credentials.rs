@@ -475,3 +475,70 @@ fn fixture_release_dir() -> std::path::PathBuf {
         .to_owned();
     Path::new(&work).join("_build/prod/rel/guildhall")
 }
+
+#[test]
+fn login_asks_on_a_terminal_for_the_user_and_the_password_without_echo() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let reg = Registry::start("basic", &[]);
+    let key = KeyutilsKey::for_host(&reg.host);
+    let env = Env::new();
+    // util-linux `script` gives the binary a real pseudo-terminal.
+    let mut child = Command::new("script")
+        .args([
+            "-qefc",
+            &format!(
+                "{} login {}",
+                credentials_support::bin().display(),
+                reg.host
+            ),
+            "/dev/null",
+        ])
+        .env_clear()
+        .envs(env.vars())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |what: &str, seen: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !seen.contains(what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => panic!("no `{what}` on the terminal; got:\n{seen}"),
+            }
+        }
+    };
+    wait_for("Username for", &mut seen);
+    stdin
+        .write_all(format!("{}\n", reg.user).as_bytes())
+        .unwrap();
+    wait_for("Password or token for", &mut seen);
+    let before = seen.len();
+    stdin
+        .write_all(format!("{}\n", reg.password).as_bytes())
+        .unwrap();
+    wait_for("Logged in", &mut seen);
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "{seen}");
+    assert!(
+        !seen[before..].contains(&reg.password),
+        "the password was echoed:\n{seen}"
+    );
+    assert!(key.read().is_some());
+    env.run(&["logout", &reg.host], None).ok();
+}

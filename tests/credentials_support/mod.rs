@@ -400,6 +400,11 @@ impl Env {
         self.set("DBUS_SESSION_BUS_ADDRESS", &ss.address)
     }
 
+    /// The variables commands run with.
+    pub fn vars(&self) -> &HashMap<String, String> {
+        &self.vars
+    }
+
     /// The docker config dir.
     pub fn docker_dir(&self) -> PathBuf {
         self.home.path().join("docker")
