@@ -236,3 +236,90 @@ async fn a_manifest_the_registry_rejects_shows_its_code_and_message() {
     );
     assert_eq!(e.exit_code(), ExitCode::Registry);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_download_redirected_to_another_host_does_not_carry_the_credentials() {
+    let storage = FaultyRegistry::start(Faults::default());
+    let fake = FaultyRegistry::start(Faults {
+        require_basic: true,
+        redirect_blobs_to: Some(format!("http://{}", storage.host())),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[4000], 5);
+    let manifest = layout.read_blob(&img.digest).unwrap();
+    for d in layout.reachable().unwrap() {
+        if d != img.digest {
+            storage.put_blob("anything", &layout.read_blob(&d).unwrap());
+        }
+    }
+    fake.put_manifest("team/app", "v1", &img.media_type, &manifest);
+    let creds: std::sync::Arc<dyn guildhall_image::auth::CredentialSource> = std::sync::Arc::new(
+        guildhall_image::auth::Chain::new().with(guildhall_image::auth::ForHost::new(
+            &fake.host(),
+            "u".into(),
+            guildhall_image::auth::Secret::new("p"),
+            "test",
+        )),
+    );
+    let c = client(creds, fast_options());
+    let r: RegistryRef = format!("{}/team/app:v1", fake.host()).parse().unwrap();
+    let cache = guildhall_image::layout::Layout::create_or_open(tmp.path().join("cache")).unwrap();
+    let pulled = within(
+        20,
+        "the pull",
+        c.pull(
+            &r,
+            &guildhall_image::image::Platform::linux("amd64"),
+            &cache,
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .expect("the pull follows the redirects");
+    assert_eq!(pulled.digest, img.digest);
+    assert_eq!(pulled.blobs_fetched, 2);
+    let redirected: Vec<_> = fake.log().into_iter().filter(|l| l.status == 307).collect();
+    assert_eq!(redirected.len(), 2);
+    assert!(
+        redirected.iter().all(|l| l.authorization),
+        "{redirected:#?}"
+    );
+    let at_storage = storage.log();
+    assert_eq!(at_storage.len(), 2, "{at_storage:#?}");
+    assert!(
+        at_storage.iter().all(|l| !l.authorization),
+        "{at_storage:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_is_given_up_on_after_the_idle_timeout() {
+    // Connections land in the backlog and nobody ever reads them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = silent.local_addr().unwrap().to_string();
+    let c = client(
+        anonymous(),
+        ClientOptions {
+            read_timeout: Duration::from_millis(500),
+            max_attempts: 2,
+            ..fast_options()
+        },
+    );
+    let r: RegistryRef = format!("{host}/team/app:v1").parse().unwrap();
+    let started = Instant::now();
+    let e = within(20, "the fetch", c.fetch_manifest(&r))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(e, RegistryError::Stalled { attempts: 2, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains(&host), "{e}");
+    drop(silent);
+}

@@ -503,3 +503,27 @@ async fn an_unreachable_registry_fails_in_bounded_time_as_unreachable() {
     assert_eq!(e.exit_code(), ExitCode::Registry);
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_checks_credentials_with_basic_and_token_registries() {
+    for mode in [Mode::Basic, Mode::Token] {
+        let reg = RealRegistry::start(mode);
+        let c = client(reg.creds(PASSWORD), fast_options());
+        within(
+            10,
+            "the check",
+            c.check_credentials(&reg.host, Some("tking/guildhall")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let c = client(reg.creds("wrong"), fast_options());
+        let e = within(10, "the check", c.check_credentials(&reg.host, None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Unauthorized { .. }),
+            "{mode:?}: {e:?}"
+        );
+        assert_eq!(e.exit_code(), ExitCode::Auth);
+    }
+}

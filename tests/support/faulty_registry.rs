@@ -37,6 +37,12 @@ pub struct Faults {
     pub mount_202: bool,
     /// Refuse manifest PUTs with 400 MANIFEST_INVALID.
     pub reject_manifests: bool,
+    /// Demand Basic credentials (any will do) on every request: 401 with a
+    /// Basic challenge when none are sent.
+    pub require_basic: bool,
+    /// Answer blob GETs with a 307 to this base URL + the request path
+    /// (a storage backend on another host).
+    pub redirect_blobs_to: Option<String>,
 }
 
 /// One request as the fake saw it.
@@ -54,6 +60,8 @@ pub struct Logged {
     pub body_len: usize,
     /// Status answered (0 when the connection was dropped).
     pub status: u16,
+    /// Whether the request carried an `Authorization` header.
+    pub authorization: bool,
 }
 
 #[derive(Default)]
@@ -242,6 +250,7 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                         content_range: req.headers.get("content-range").cloned(),
                         body_len: body.len(),
                         status: 0,
+                        authorization: req.headers.contains_key("authorization"),
                     });
                     drop(st);
                     let _ = out.shutdown(Shutdown::Both);
@@ -263,6 +272,7 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                 content_range: req.headers.get("content-range").cloned(),
                 body_len: body.len(),
                 status: reply.status,
+                authorization: req.headers.contains_key("authorization"),
             });
             reply
         };
@@ -334,7 +344,19 @@ fn handle(st: &mut State, req: &Request, body: &[u8]) -> Reply {
         .into_bytes();
         return r;
     }
+    if st.faults.require_basic && !req.headers.contains_key("authorization") {
+        return Reply::error(401, "UNAUTHORIZED", "authentication required")
+            .header("WWW-Authenticate", r#"Basic realm="faulty""#);
+    }
     let Some(rest) = req.path.strip_prefix("/v2/") else {
+        // Not the API: a storage backend serving redirected blob GETs.
+        let mut r = Reply::new(200).header("Content-Type", "application/octet-stream");
+        if let Some(d) = req.path.rsplit('/').next() {
+            if let Some(b) = st.blobs.iter().find(|((_, dg), _)| dg == d).map(|(_, b)| b) {
+                r.body = b.clone();
+                return r;
+            }
+        }
         return Reply::new(404);
     };
     if rest.is_empty() {
@@ -347,6 +369,9 @@ fn handle(st: &mut State, req: &Request, body: &[u8]) -> Reply {
         if req.method == "HEAD" && st.heads_throttled < st.faults.throttle_heads {
             st.heads_throttled += 1;
             return Reply::new(429).header("Retry-After", st.faults.retry_after.clone());
+        }
+        if let (Some(to), "GET") = (&st.faults.redirect_blobs_to, req.method.as_str()) {
+            return Reply::new(307).header("Location", format!("{to}/storage/{digest}"));
         }
         return match st.blobs.get(&(name.to_owned(), digest.to_owned())) {
             Some(b) => {
