@@ -516,3 +516,55 @@ fn an_oci_archive_imports_byte_for_byte_and_a_corrupted_blob_is_refused() {
     fsck_clean(&dst2);
     let _ = std::io::stderr().flush();
 }
+
+/// The figures of the closing note: a cold build (`--no-cache`, fresh layout),
+/// a warm one (one module changed, dependency steps cached, layout holding the
+/// previous image) and, from the engine's progress lines on stderr, what
+/// `docker save` and the import add. Run:
+/// `cargo test --release --test buildkit -- --ignored --nocapture build_times 2>&1 | grep -E '^(measure|docker save|imported)'`
+#[test]
+#[ignore = "a measurement, not a check: run it by name"]
+fn build_times_cold_and_warm_with_the_import_share() {
+    let e = engine();
+    let _docker = lock_docker();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = fixture_project(tmp.path());
+    let layout = Layout::create_or_open(tmp.path().join("layout")).expect("layout");
+    let mut base: Vec<String> = vec!["--project".into(), project.display().to_string()];
+    base.extend(fixture_build_args(e));
+    let progress = Progress::new(guildhall_image::progress::Mode::Lines);
+    let run = |extra: &[&str], tag: &str| {
+        let mut argv: Vec<&str> = vec!["guildhall-image", "build", "--engine", "buildkit"];
+        argv.extend(base.iter().map(String::as_str));
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(&argv).expect("flags");
+        let Sub::Build(a) = &cli.command else {
+            unreachable!()
+        };
+        let s = Settings::from_file(ConfigFile::default())
+            .build(a)
+            .expect("settings");
+        let t = std::time::Instant::now();
+        buildkit::build_blocking(&s, &a.buildkit, &layout, &[tag.to_owned()], &progress)
+            .expect("build");
+        t.elapsed().as_secs_f64()
+    };
+    let cold = run(&["--no-cache"], "cold");
+    let greeting = project.join("lib/guildhall/greeting.ex");
+    let text = fs::read_to_string(&greeting).expect("greeting.ex");
+    // Content no earlier run built, so BuildKit's cache cannot answer for it.
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    fs::write(
+        &greeting,
+        text.replacen("@greeting \"", &format!("@greeting \"warm {unique} "), 1),
+    )
+    .expect("write");
+    let warm = run(&[], "warm");
+    let unchanged = run(&[], "unchanged");
+    eprintln!("measure: cold (--no-cache, empty layout) {cold:.1}s");
+    eprintln!("measure: warm (one module changed, deps cached) {warm:.1}s");
+    eprintln!("measure: unchanged sources {unchanged:.1}s");
+}

@@ -992,7 +992,22 @@ pub fn build_blocking(
             };
             tracing::debug!("running {inv}");
             run_streamed(&inv, what, echo)?;
-            let result = save_and_import(&engine.program, &tag, &archive, layout, progress);
+            // The same image ID as an image already in the layout (unchanged
+            // sources): nothing to export or import.
+            let known = fs::read_to_string(&iidfile)
+                .ok()
+                .and_then(|id| id.trim().parse::<Digest>().ok())
+                .and_then(|id| import::find_by_config(layout, &id));
+            let result = match known {
+                Some(found) => {
+                    progress.say(format!(
+                        "image {} is already in the layout",
+                        found.config.short()
+                    ));
+                    Ok(found)
+                }
+                None => save_and_import(&engine.program, &tag, &archive, layout, progress),
+            };
             // The temporary tag goes whatever happened; the engine keeps its build cache.
             let rmi = Invocation {
                 program: engine.program.clone(),
@@ -1016,7 +1031,12 @@ pub fn build_blocking(
     let finished = finish_labels(layout, imported)?;
     let tags: Vec<String> = if tags.is_empty() {
         match &finished.version {
-            Some(v) => vec![v.replace('+', "_")],
+            Some(v) => {
+                // As the direct engine does: `+` (build metadata) is not allowed in tags.
+                let tag = v.replace('+', "_");
+                crate::settings::validate_tag(&tag)?;
+                vec![tag]
+            }
             None => {
                 return Err(BuildkitError::NoVersion {
                     workdir: finished.workdir.clone(),
@@ -1292,7 +1312,12 @@ fn finish_labels(layout: &Layout, mut imported: Imported) -> anyhow::Result<Fini
         .iter()
         .map(|l| (l.media_type.clone(), l.digest.clone(), l.size))
         .collect();
-    let bytes = build_manifest((&config_digest, config_size), &layers, &BTreeMap::new());
+    let annotations: BTreeMap<String, String> = [(
+        import::BUILT_CONFIG_ANNOTATION.to_owned(),
+        imported.config.to_string(),
+    )]
+    .into();
+    let bytes = build_manifest((&config_digest, config_size), &layers, &annotations);
     let (digest, size) = layout.write_blob(&bytes)?;
     imported.digest = digest;
     imported.size = size;

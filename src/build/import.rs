@@ -983,6 +983,86 @@ fn run_parallel<T: Sync, R: Send>(
     Ok(out)
 }
 
+/// The manifest annotation that records the config an engine produced, when
+/// the tool wrote a new config over it (labels filled in): an engine's image
+/// ID (a config digest) then still finds the image in the layout.
+pub const BUILT_CONFIG_ANNOTATION: &str = "dev.guildhouse.guildhall-image.built-config";
+
+/// An image of the layout whose config is `config`, or whose manifest says it
+/// was made from it ([`BUILT_CONFIG_ANNOTATION`]): a build that produced the
+/// same image ID needs no export and no import. Every layer is reported reused.
+pub fn find_by_config(layout: &Layout, config: &Digest) -> Option<Imported> {
+    let wanted = config.to_string();
+    for img in layout.images().ok()? {
+        if !media::is_manifest(&img.media_type) {
+            continue;
+        }
+        let Ok(bytes) = layout.read_blob(&img.digest) else {
+            continue;
+        };
+        let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else {
+            continue;
+        };
+        let annotated = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+            v.pointer("/annotations")
+                .and_then(|a| a.get(BUILT_CONFIG_ANNOTATION))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if m.config.digest != *config && annotated.as_deref() != Some(wanted.as_str()) {
+            continue;
+        }
+        // Only an image whose blobs are all here.
+        if !m
+            .layers
+            .iter()
+            .all(|l| layout.blob_size(&l.digest).ok() == Some(l.size))
+        {
+            continue;
+        }
+        let Ok(cfg) = layout.read_blob(&m.config.digest) else {
+            continue;
+        };
+        let Ok(cfg) = serde_json::from_slice::<Value>(&cfg) else {
+            continue;
+        };
+        let history = layer_history(&cfg);
+        let diff_ids: Vec<Option<Digest>> = cfg
+            .pointer("/rootfs/diff_ids")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|d| d.as_str().and_then(|s| s.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some(Imported {
+            format: ArchiveFormat::DockerArchive,
+            media_type: img.media_type.clone(),
+            digest: img.digest.clone(),
+            size: img.size,
+            config: m.config.digest.clone(),
+            platform: config_platform(&cfg)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            layers: m
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LayerOutcome {
+                    name: format!("layer{}", i + 1),
+                    description: history.get(i).cloned().unwrap_or_default(),
+                    digest: l.digest.clone(),
+                    size: l.size,
+                    diff_id: diff_ids.get(i).cloned().flatten(),
+                    reused: true,
+                })
+                .collect(),
+        });
+    }
+    None
+}
+
 /// Decompress-and-read helper for callers that look inside imported layers.
 pub(crate) fn layer_reader(
     layout: &Layout,
