@@ -245,7 +245,6 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
             diff_ids.len()
         )));
     }
-    let history = layer_history(&config);
     let known = known_layers(layout);
     let total = layer_names.len();
     let jobs: Vec<LayerJob> = layer_names
@@ -253,7 +252,6 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
         .zip(&diff_ids)
         .enumerate()
         .map(|(i, (name, diff_id))| LayerJob {
-            index: i,
             member: (*name).to_owned(),
             diff_id: diff_id.clone(),
             what: format!("layer {} of {total}", i + 1),
@@ -262,19 +260,12 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
         .collect();
     let results = run_parallel(&jobs, |job| import_docker_layer(layout, ar, job, progress))?;
 
-    let mut layers = Vec::with_capacity(total);
-    let mut outcomes = Vec::with_capacity(total);
-    for (job, (blob, reused)) in jobs.iter().zip(results) {
-        layers.push((blob.media_type.clone(), blob.digest.clone(), blob.size));
-        outcomes.push(LayerOutcome {
-            name: format!("layer{}", job.index + 1),
-            description: history.get(job.index).cloned().unwrap_or_default(),
-            digest: blob.digest,
-            size: blob.size,
-            diff_id: Some(job.diff_id.clone()),
-            reused,
-        });
-    }
+    let (blobs, reused): (Vec<BlobRef>, Vec<bool>) = results.into_iter().unzip();
+    let layers: Vec<(String, Digest, u64)> = blobs
+        .iter()
+        .map(|b| (b.media_type.clone(), b.digest.clone(), b.size))
+        .collect();
+    let outcomes = layer_outcomes(&config, &blobs, &reused);
     let (config_digest, config_size) = layout
         .write_blob(&config_bytes)
         .map_err(|e| ar.layout_err(e))?;
@@ -294,7 +285,6 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
 }
 
 struct LayerJob {
-    index: usize,
     member: String,
     diff_id: Digest,
     what: String,
@@ -393,6 +383,28 @@ fn layer_history(config: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What each layer of an image is, for the build's outcome: its blob, its
+/// diff ID and history line from the config, whether it was already stored.
+fn layer_outcomes(config: &Value, layers: &[BlobRef], reused: &[bool]) -> Vec<LayerOutcome> {
+    let history = layer_history(config);
+    let diff_ids = config.pointer("/rootfs/diff_ids").and_then(Value::as_array);
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerOutcome {
+            name: format!("layer{}", i + 1),
+            description: history.get(i).cloned().unwrap_or_default(),
+            digest: l.digest.clone(),
+            size: l.size,
+            diff_id: diff_ids
+                .and_then(|d| d.get(i))
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok()),
+            reused: reused.get(i).copied().unwrap_or(false),
+        })
+        .collect()
 }
 
 /// Layers already in the layout, by diff ID (from the configs of its images).
@@ -519,30 +531,7 @@ fn import_oci(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imp
             .map_err(|e| ar.layout_err(e))?;
         layout.write_blob(bytes).map_err(|e| ar.layout_err(e))?;
         if first.is_none() {
-            let history = layer_history(&config);
-            let diff_ids: Vec<Option<Digest>> = config
-                .pointer("/rootfs/diff_ids")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|d| d.as_str().and_then(|s| s.parse().ok()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let outcomes = m
-                .layers
-                .iter()
-                .zip(results)
-                .enumerate()
-                .map(|(i, (l, reused))| LayerOutcome {
-                    name: format!("layer{}", i + 1),
-                    description: history.get(i).cloned().unwrap_or_default(),
-                    digest: l.digest.clone(),
-                    size: l.size,
-                    diff_id: diff_ids.get(i).cloned().flatten(),
-                    reused,
-                })
-                .collect();
+            let outcomes = layer_outcomes(&config, &m.layers, &results);
             first = Some((m.config.digest.clone(), outcomes));
         }
     }
@@ -1026,16 +1015,6 @@ pub fn find_by_config(layout: &Layout, config: &Digest) -> Option<Imported> {
         let Ok(cfg) = serde_json::from_slice::<Value>(&cfg) else {
             continue;
         };
-        let history = layer_history(&cfg);
-        let diff_ids: Vec<Option<Digest>> = cfg
-            .pointer("/rootfs/diff_ids")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|d| d.as_str().and_then(|s| s.parse().ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
         return Some(Imported {
             format: ArchiveFormat::DockerArchive,
             media_type: img.media_type.clone(),
@@ -1045,19 +1024,7 @@ pub fn find_by_config(layout: &Layout, config: &Digest) -> Option<Imported> {
             platform: config_platform(&cfg)
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "unknown".into()),
-            layers: m
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| LayerOutcome {
-                    name: format!("layer{}", i + 1),
-                    description: history.get(i).cloned().unwrap_or_default(),
-                    digest: l.digest.clone(),
-                    size: l.size,
-                    diff_id: diff_ids.get(i).cloned().flatten(),
-                    reused: true,
-                })
-                .collect(),
+            layers: layer_outcomes(&cfg, &m.layers, &vec![true; m.layers.len()]),
         });
     }
     None
