@@ -528,6 +528,9 @@ fn login_asks_on_a_terminal_for_the_user_and_the_password_without_echo() {
         .write_all(format!("{}\n", reg.user).as_bytes())
         .unwrap();
     wait_for("Password or token for", &mut seen);
+    // rpassword prints the prompt, then turns echo off: a person types after
+    // that; a test must wait for it too.
+    std::thread::sleep(Duration::from_millis(700));
     let before = seen.len();
     stdin
         .write_all(format!("{}\n", reg.password).as_bytes())
