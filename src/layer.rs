@@ -698,14 +698,43 @@ fn compress_worker(
     done: &SyncSender<Result<Block, String>>,
 ) {
     let mut c = Compress::new(level, false);
+    let mut stored = Compress::new(Compression::none(), false);
     loop {
         let next = work.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(mut block) = next else { return };
-        let res = compress_block(&mut c, &mut block).map(|()| block);
+        // Already-compressed data (images, fonts, phx.digest's .gz copies)
+        // only costs time to deflate again: store it. The choice depends on
+        // the block's bytes alone, so the output stays deterministic.
+        let compressor = if looks_incompressible(&block.input) { &mut stored } else { &mut c };
+        let res = compress_block(compressor, &mut block).map(|()| block);
         if done.send(res).is_err() {
             return;
         }
     }
+}
+
+/// Whether a block's bytes are so evenly spread (Shannon entropy of the byte
+/// histogram above 7.97 bits per byte) that deflate cannot shrink it: the
+/// signature of compressed or encrypted data. Text, code and BEAM files are
+/// far below (typically 4.5–6.5).
+fn looks_incompressible(bytes: &[u8]) -> bool {
+    if bytes.len() < 64 * 1024 {
+        return false;
+    }
+    let mut counts = [0u64; 256];
+    for &b in bytes {
+        counts[b as usize] += 1;
+    }
+    let n = bytes.len() as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.97
 }
 
 /// Raw deflate of one block: primed with the dictionary, ending with a
@@ -790,6 +819,24 @@ fn ordered_writer<W: Write>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn compressed_looking_blocks_are_stored_and_text_is_deflated() {
+        // A deterministic pseudo-random block (xorshift) looks incompressible.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(super::looks_incompressible(&random));
+        let text = b"defmodule Guildhall.Greeting do\n  def hello, do: :world\nend\n".repeat(20_000);
+        assert!(!super::looks_incompressible(&text));
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;

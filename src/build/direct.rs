@@ -19,7 +19,7 @@ use crate::image::manifest::{BlobRef, parse_manifest};
 use crate::image::{Digest, Platform, media};
 use crate::layer::{self, LayerOptions};
 use crate::layout::Layout;
-use crate::preflight::{self, BaseRootfs, PreflightError};
+use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
 use crate::progress::Progress;
 use crate::release::{PlanOptions, Release};
 use crate::settings::{APP_DIR, BuildSettings};
@@ -120,7 +120,11 @@ impl DirectBuild<'_> {
                 .collect::<Result<Vec<_>>>()?;
             let rootfs = BaseRootfs::from_layers(readers)
                 .with_context(|| format!("reading the base {}'s files", base.name))?;
-            let report = preflight::check(release, &rootfs, &base.platform);
+            let mut report = preflight::check(release, &rootfs, &base.platform);
+            if s.allow_platform_mismatch {
+                // Already said as a warning above.
+                report.problems.retain(|p| !matches!(p.kind, ProblemKind::PlatformMismatch { .. }));
+            }
             t.finish(if report.problems.is_empty() {
                 "ok"
             } else {
