@@ -891,7 +891,7 @@ pub fn build_blocking(
                 s.project.clone()
             } else {
                 let staged = work.path().join("context");
-                stage_context(&s.project, &staged)?;
+                stage_context(&s.project, &staged, &[layout.root().to_owned()])?;
                 staged
             };
             (df, context)
@@ -1113,25 +1113,30 @@ fn temp_tag() -> String {
 // ------------------------------------------------------------- contexts ---
 
 /// Copy (hard-link where possible) the project into `dest` for a build
-/// context, leaving out build outputs (`_build`, `deps`, `node_modules`) and
-/// `.git`, and add the embedded `.dockerignore`. Used when the project has no
-/// `.dockerignore` of its own, so the engine never walks `_build` or `deps`.
-pub fn stage_context(project: &Path, dest: &Path) -> Result<(), BuildkitError> {
-    fn walk(src: &Path, dst: &Path, top: bool) -> Result<(), BuildkitError> {
+/// context, leaving out build outputs (`_build`, `deps`, `node_modules`),
+/// `.git` and the directories in `skip` (the layout, when it lies inside the
+/// project: `dest` is under it), and add the embedded `.dockerignore`. Used
+/// when the project has no `.dockerignore` of its own, so the engine never
+/// walks `_build` or `deps`.
+pub fn stage_context(project: &Path, dest: &Path, skip: &[PathBuf]) -> Result<(), BuildkitError> {
+    fn walk(src: &Path, dst: &Path, top: bool, skip: &[PathBuf]) -> Result<(), BuildkitError> {
         fs::create_dir_all(dst).map_err(io_err("creating", dst))?;
         for entry in fs::read_dir(src).map_err(io_err("reading", src))? {
             let entry = entry.map_err(io_err("reading", src))?;
             let name = entry.file_name();
-            let skip = name == "node_modules"
+            let outputs = name == "node_modules"
                 || (top && (name == "_build" || name == "deps" || name == ".git"));
-            if skip {
+            if outputs {
                 continue;
             }
             let from = entry.path();
             let to = dst.join(&name);
             let ft = entry.file_type().map_err(io_err("reading", &from))?;
             if ft.is_dir() {
-                walk(&from, &to, false)?;
+                if fs::canonicalize(&from).is_ok_and(|c| skip.contains(&c)) {
+                    continue;
+                }
+                walk(&from, &to, false, skip)?;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&from).map_err(io_err("reading", &from))?;
                 std::os::unix::fs::symlink(&target, &to).map_err(io_err("creating", &to))?;
@@ -1141,7 +1146,14 @@ pub fn stage_context(project: &Path, dest: &Path) -> Result<(), BuildkitError> {
         }
         Ok(())
     }
-    walk(project, dest, true)?;
+    fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+    let skip: Vec<PathBuf> = skip
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([dest])
+        .filter_map(|p| fs::canonicalize(p).ok())
+        .collect();
+    walk(project, dest, true, &skip)?;
     let ignore = dest.join(".dockerignore");
     fs::write(&ignore, DOCKERIGNORE).map_err(io_err("writing", &ignore))
 }
@@ -1603,6 +1615,56 @@ mod tests {
         assert_eq!(
             log.failed_step().as_deref(),
             Some("[builder 7/12] RUN mix compile")
+        );
+    }
+
+    #[test]
+    fn a_staged_context_leaves_out_build_outputs_and_a_layout_inside_the_project() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("proj");
+        for d in [
+            "lib",
+            "_build/prod",
+            "deps/x",
+            ".git",
+            "assets/node_modules/y",
+            "image/blobs",
+        ] {
+            fs::create_dir_all(p.join(d)).unwrap();
+        }
+        fs::write(p.join("mix.exs"), "x").unwrap();
+        fs::write(p.join("lib/a.ex"), "a").unwrap();
+        fs::write(p.join("assets/app.js"), "j").unwrap();
+        std::os::unix::fs::symlink("a.ex", p.join("lib/link.ex")).unwrap();
+        let dest = p.join("image/.guildhall-tmp/buildkit-1/context");
+        stage_context(&p, &dest, &[p.join("image")]).unwrap();
+        let mut found: Vec<String> = Vec::new();
+        fn list(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+                if e.file_type().unwrap().is_dir() {
+                    list(root, &e.path(), out);
+                }
+            }
+        }
+        list(&dest, &dest, &mut found);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ".dockerignore",
+                "assets",
+                "assets/app.js",
+                "lib",
+                "lib/a.ex",
+                "lib/link.ex",
+                "mix.exs"
+            ]
+        );
+        assert_eq!(
+            fs::read_link(dest.join("lib/link.ex")).unwrap(),
+            Path::new("a.ex")
         );
     }
 
