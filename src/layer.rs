@@ -359,6 +359,58 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 }
 
 /// Write the layer as a tar stream; returns the number of entries.
+/// A fingerprint of what a layer would hold, from file metadata alone (no
+/// contents read): paths, types, modes, sizes, link targets, and mtime,
+/// ctime, inode and device, which change whenever a file is rewritten. Equal
+/// fingerprints on one machine mean an equal tar, so its diff ID can be
+/// remembered instead of hashed again (the idea of git's index).
+pub fn fingerprint(layer: &PlannedLayer, opts: &LayerOptions) -> Result<Digest, LayerError> {
+    let mut h = Sha256Hasher::new();
+    // The tar format version and everything in the options that changes bytes.
+    h.update(
+        format!(
+            "guildhall-image layer v1 {} {} {} {} {}\n",
+            opts.level, opts.block_size, opts.mtime, opts.uid, opts.gid
+        )
+        .as_bytes(),
+    );
+    let mut sorted: Vec<&LayerEntry> = layer.entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.dest
+            .as_os_str()
+            .as_bytes()
+            .cmp(b.dest.as_os_str().as_bytes())
+    });
+    for e in sorted {
+        let m = fs::symlink_metadata(&e.source).map_err(io_err("reading", &e.source))?;
+        h.update(e.dest.as_os_str().as_bytes());
+        h.update(b"\0");
+        h.update(e.source.as_os_str().as_bytes());
+        h.update(
+            format!(
+                "\0{:o} {} {} {}.{} {}.{} {} {} {}\n",
+                m.mode(),
+                m.len(),
+                m.nlink(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino(),
+                m.dev(),
+                u8::from(m.file_type().is_symlink())
+            )
+            .as_bytes(),
+        );
+        if m.file_type().is_symlink() {
+            let target = fs::read_link(&e.source).map_err(io_err("reading link", &e.source))?;
+            h.update(target.as_os_str().as_bytes());
+            h.update(b"\n");
+        }
+    }
+    Ok(h.finish())
+}
+
 fn write_tar<W: Write>(
     layer: &PlannedLayer,
     opts: &LayerOptions,
@@ -705,7 +757,11 @@ fn compress_worker(
         // Already-compressed data (images, fonts, phx.digest's .gz copies)
         // only costs time to deflate again: store it. The choice depends on
         // the block's bytes alone, so the output stays deterministic.
-        let compressor = if looks_incompressible(&block.input) { &mut stored } else { &mut c };
+        let compressor = if looks_incompressible(&block.input) {
+            &mut stored
+        } else {
+            &mut c
+        };
         let res = compress_block(compressor, &mut block).map(|()| block);
         if done.send(res).is_err() {
             return;
@@ -833,7 +889,8 @@ mod tests {
             })
             .collect();
         assert!(super::looks_incompressible(&random));
-        let text = b"defmodule Guildhall.Greeting do\n  def hello, do: :world\nend\n".repeat(20_000);
+        let text =
+            b"defmodule Guildhall.Greeting do\n  def hello, do: :world\nend\n".repeat(20_000);
         assert!(!super::looks_incompressible(&text));
     }
 

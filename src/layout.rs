@@ -178,7 +178,10 @@ impl Layout {
     pub fn create_or_open(dir: impl AsRef<Path>) -> Result<Layout> {
         let root = dir.as_ref().to_owned();
         if root.exists() && !root.is_dir() {
-            return Err(LayoutError::NotALayout { path: root, reason: "it is not a directory".into() });
+            return Err(LayoutError::NotALayout {
+                path: root,
+                reason: "it is not a directory".into(),
+            });
         }
         let empty = match fs::read_dir(&root) {
             Ok(mut it) => it.next().is_none(),

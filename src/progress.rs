@@ -164,12 +164,19 @@ impl Task {
         if let Some(b) = &i.bar {
             b.finish_with_message(outcome.to_owned());
         } else if i.lines {
-            let bytes = i.done.load(Ordering::Relaxed).max(i.total.load(Ordering::Relaxed));
+            let bytes = i
+                .done
+                .load(Ordering::Relaxed)
+                .max(i.total.load(Ordering::Relaxed));
             let secs = i.started.elapsed().as_secs_f64();
             if bytes == 0 {
                 eprintln!("{}: {outcome} ({secs:.1}s)", i.label);
             } else {
-                eprintln!("{}: {outcome} ({}, {secs:.1}s)", i.label, human_bytes(bytes));
+                eprintln!(
+                    "{}: {outcome} ({}, {secs:.1}s)",
+                    i.label,
+                    human_bytes(bytes)
+                );
             }
         }
     }

@@ -9,7 +9,9 @@ use std::io::BufReader;
 
 use anyhow::{Context, Result};
 
+use crate::build::BuildError;
 use crate::build::base::BaseImage;
+use crate::build::memo::Memo;
 use crate::build::vcs::Vcs;
 use crate::image::config::{
     AppendedLayer, ConfigSpec, build_manifest, derive_config, oci_layer_media_type,
@@ -17,7 +19,7 @@ use crate::image::config::{
 };
 use crate::image::manifest::{BlobRef, parse_manifest};
 use crate::image::{Digest, Platform, media};
-use crate::layer::{self, LayerOptions};
+use crate::layer::{self, LayerOptions, LayerStats};
 use crate::layout::Layout;
 use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
 use crate::progress::Progress;
@@ -79,6 +81,8 @@ pub struct DirectBuild<'a> {
     pub tags: &'a [String],
     /// Progress display.
     pub progress: &'a Progress,
+    /// Remembered diff IDs and preflight passes.
+    pub memo: &'a Memo,
 }
 
 impl DirectBuild<'_> {
@@ -106,41 +110,20 @@ impl DirectBuild<'_> {
             self.layout.copy_blob_from(&base.layout, &l.digest)?;
         }
 
-        if !s.skip_preflight {
-            let t = self.progress.task("preflight", None);
-            let readers = base
-                .layers()
-                .iter()
-                .map(|l| -> Result<(BufReader<File>, bool)> {
-                    Ok((
-                        BufReader::new(self.layout.open_blob(&l.digest)?),
-                        media::is_gzip_layer(&l.media_type),
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let rootfs = BaseRootfs::from_layers(readers)
-                .with_context(|| format!("reading the base {}'s files", base.name))?;
-            let mut report = preflight::check(release, &rootfs, &base.platform);
-            if s.allow_platform_mismatch {
-                // Already said as a warning above.
-                report.problems.retain(|p| !matches!(p.kind, ProblemKind::PlatformMismatch { .. }));
-            }
-            t.finish(if report.problems.is_empty() {
-                "ok"
-            } else {
-                "failed"
-            });
-            if !report.problems.is_empty() {
-                return Err(PreflightError::Failed(report).into());
-            }
-        }
-
         let plan = release.plan(&PlanOptions {
             own_apps: s.own_apps.clone(),
             assets_min_bytes: s.assets_layer_min,
-            ..PlanOptions::default()
         })?;
         let opts = LayerOptions::default();
+        let fingerprints = plan
+            .layers
+            .iter()
+            .map(|l| layer::fingerprint(l, &opts))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if !s.skip_preflight {
+            self.preflight(&plan)?;
+        }
         let known = known_layers(self.layout);
         let mut outcomes: Vec<LayerOutcome> = base
             .layers()
@@ -155,8 +138,22 @@ impl DirectBuild<'_> {
             })
             .collect();
         let mut appended = Vec::new();
-        for planned in &plan.layers {
-            let stats = layer::diff_id(planned, &opts)?;
+        for (planned, fp) in plan.layers.iter().zip(&fingerprints) {
+            // The diff ID of files unchanged since an earlier build is
+            // remembered; otherwise it is one cheap pass (tar + sha256).
+            let remembered = self.memo.get("diffid", fp).and_then(|v| parse_stats(&v));
+            let stats = match remembered {
+                Some(st) => st,
+                None => {
+                    let st = layer::diff_id(planned, &opts)?;
+                    self.memo.put(
+                        "diffid",
+                        fp,
+                        &format!("{} {}", st.diff_id, st.uncompressed_size),
+                    );
+                    st
+                }
+            };
             let (digest, size, reused) = match known.get(&stats.diff_id) {
                 Some(b) => (b.digest.clone(), b.size, true),
                 None => {
@@ -166,7 +163,20 @@ impl DirectBuild<'_> {
                     );
                     let w = self.layout.blob_writer()?;
                     let (written, w) = layer::write_layer(planned, &opts, w, Some(&task))?;
-                    debug_assert_eq!(written.diff_id, stats.diff_id);
+                    if written.diff_id != stats.diff_id {
+                        // A file changed between the two passes (or the memo
+                        // was stale): the layer written is the truth.
+                        self.memo.put(
+                            "diffid",
+                            fp,
+                            &format!("{} {}", written.diff_id, written.uncompressed_size),
+                        );
+                        return Err(BuildError::Other(format!(
+                            "the files of layer {} changed while it was being built; build again",
+                            planned.name
+                        ))
+                        .into());
+                    }
                     let (d, n) = w.commit(None)?;
                     task.finish("done");
                     (d, n, false)
@@ -265,6 +275,74 @@ impl DirectBuild<'_> {
             layers: outcomes,
         })
     }
+}
+
+impl DirectBuild<'_> {
+    /// Check the release against the base, unless this base already passed
+    /// with these very ELF files (remembered by fingerprint).
+    fn preflight(&self, plan: &crate::release::LayerPlan) -> Result<()> {
+        let base = self.base;
+        let mut elf_candidates = crate::layer::PlannedLayer::new("preflight", "");
+        for l in &plan.layers {
+            for e in &l.entries {
+                let d = e.dest.to_string_lossy();
+                if d.starts_with("app/erts-") || d.contains("/priv/") {
+                    elf_candidates.entries.push(e.clone());
+                }
+            }
+        }
+        let files = layer::fingerprint(&elf_candidates, &LayerOptions::default())?;
+        let key = crate::image::Digest::of(
+            format!(
+                "preflight v1 {} {} {}",
+                base.manifest_digest, files, self.settings.allow_platform_mismatch
+            )
+            .as_bytes(),
+        );
+        if self.memo.get("preflight", &key).as_deref() == Some("ok") {
+            tracing::debug!("preflight passed before for these files on this base");
+            return Ok(());
+        }
+        let t = self.progress.task("preflight", None);
+        let readers = base
+            .layers()
+            .iter()
+            .map(|l| -> Result<(BufReader<File>, bool)> {
+                Ok((
+                    BufReader::new(self.layout.open_blob(&l.digest)?),
+                    media::is_gzip_layer(&l.media_type),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rootfs = BaseRootfs::from_layers(readers)
+            .with_context(|| format!("reading the base {}'s files", base.name))?;
+        let mut report = preflight::check(self.release, &rootfs, &base.platform);
+        if self.settings.allow_platform_mismatch {
+            // Already said as a warning.
+            report
+                .problems
+                .retain(|p| !matches!(p.kind, ProblemKind::PlatformMismatch { .. }));
+        }
+        t.finish(if report.problems.is_empty() {
+            "ok"
+        } else {
+            "failed"
+        });
+        if !report.problems.is_empty() {
+            return Err(PreflightError::Failed(report).into());
+        }
+        self.memo.put("preflight", &key, "ok");
+        Ok(())
+    }
+}
+
+fn parse_stats(v: &str) -> Option<LayerStats> {
+    let (d, n) = v.split_once(' ')?;
+    Some(LayerStats {
+        diff_id: d.parse().ok()?,
+        uncompressed_size: n.parse().ok()?,
+        entries: 0,
+    })
 }
 
 /// Layers already in the layout, by diff ID: read from the configs of the

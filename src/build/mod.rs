@@ -19,4 +19,5 @@ pub mod base;
 pub mod buildkit;
 pub mod direct;
 pub mod import;
+pub mod memo;
 pub mod vcs;

@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::auth::{ChainEnv, chain_for};
 use crate::build::base::{self, BaseSource};
 use crate::build::direct::{BuildOutcome, DirectBuild};
+use crate::build::memo::Memo;
 use crate::build::vcs::Vcs;
 use crate::cli::{BuildArgs, Engine};
 use crate::layout::Layout;
@@ -74,6 +75,7 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
     )
     .await?;
     let vcs = Vcs::discover(&s.project);
+    let memo = Memo::new(&settings.cache_dir);
     let outcome = {
         let build = DirectBuild {
             settings: &s,
@@ -83,6 +85,7 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
             vcs: &vcs,
             tags: &tags,
             progress: &progress,
+            memo: &memo,
         };
         tokio::task::block_in_place(|| build.run())?
     };
