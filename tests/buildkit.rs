@@ -568,3 +568,129 @@ fn build_times_cold_and_warm_with_the_import_share() {
     eprintln!("measure: warm (one module changed, deps cached) {warm:.1}s");
     eprintln!("measure: unchanged sources {unchanged:.1}s");
 }
+
+/// Incompressible-ish bytes from a xorshift generator: cheap, deterministic.
+struct Noise(u64);
+
+impl std::io::Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+        Ok(buf.len())
+    }
+}
+
+/// A docker-archive with one layer holding `mib` MiB of noise, written
+/// streaming (the test itself holds no layer in memory either).
+fn big_docker_archive(dir: &Path, mib: u64) -> PathBuf {
+    use std::io::Read as _;
+    let layer = dir.join(format!("layer-{mib}.tar"));
+    let mut b = tar::Builder::new(fs::File::create(&layer).expect("create"));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(mib << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(
+        &mut h,
+        "big.bin",
+        Noise(0x9e37_79b9_7f4a_7c15).take(mib << 20),
+    )
+    .expect("append");
+    b.finish().expect("finish");
+    drop(b);
+    let diff_id = guildhall_image::layout::hash_file(&layer).expect("hash");
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", Digest::of(&config).hex());
+    let archive = dir.join(format!("big-{mib}.tar"));
+    let mut b = tar::Builder::new(fs::File::create(&archive).expect("create"));
+    b.append_path_with_name(&layer, "cccc/layer.tar")
+        .expect("append");
+    append(&mut b, &config_name, &config);
+    let manifest = json!([{"Config": config_name, "RepoTags": [], "Layers": ["cccc/layer.tar"]}]);
+    append(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    b.finish().expect("finish");
+    fs::remove_file(&layer).expect("rm");
+    archive
+}
+
+/// Peak resident memory (KiB) of this test binary re-run as a child that
+/// imports `archive` (see `import_child`).
+// The child is reaped by `wait4`, which also reports its peak memory.
+#[allow(clippy::zombie_processes)]
+fn import_peak_kib(archive: &Path, layout: &Path) -> i64 {
+    let child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "import_child",
+            "--ignored",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env("GUILDHALL_IMAGE_IMPORT_CHILD", archive)
+        .env("GUILDHALL_IMAGE_IMPORT_LAYOUT", layout)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child; rusage is written by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child import failed"
+    );
+    usage.ru_maxrss
+}
+
+#[test]
+#[ignore = "the child of importing_a_layer_eight_times_bigger_takes_no_more_memory"]
+fn import_child() {
+    let (Ok(archive), Ok(layout)) = (
+        std::env::var("GUILDHALL_IMAGE_IMPORT_CHILD"),
+        std::env::var("GUILDHALL_IMAGE_IMPORT_LAYOUT"),
+    ) else {
+        return;
+    };
+    let layout = Layout::create_or_open(layout).expect("layout");
+    import::import_archive(
+        &layout,
+        Path::new(&archive),
+        &["t".into()],
+        &Progress::hidden(),
+    )
+    .expect("import");
+}
+
+#[test]
+fn importing_a_layer_eight_times_bigger_takes_no_more_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let small = big_docker_archive(tmp.path(), 16);
+    let big = big_docker_archive(tmp.path(), 128);
+    let small_kib = import_peak_kib(&small, &tmp.path().join("l-small"));
+    let big_kib = import_peak_kib(&big, &tmp.path().join("l-big"));
+    eprintln!("peak RSS: 16 MiB layer {small_kib} KiB, 128 MiB layer {big_kib} KiB");
+    // Buffering the layer would add 112 MiB; streaming adds nothing but noise.
+    assert!(
+        big_kib < small_kib + 16 * 1024,
+        "peak RSS grew from {small_kib} KiB to {big_kib} KiB"
+    );
+    let l = Layout::open(tmp.path().join("l-big")).expect("layout");
+    let img = l
+        .resolve(Some("t"))
+        .expect("the child imported and tagged the image");
+    assert!(l.blob_size(&img.digest).is_ok());
+    fsck_clean(&l);
+}
