@@ -189,6 +189,8 @@ fn the_fixture_built_with_the_shipped_dockerfile_lands_in_the_layout_tagged_and_
         "https://git.guildhouse.dev/tking/guildhall".into(),
         "--revision".into(),
         "abc123".into(),
+        "--label".into(),
+        "org.opencontainers.image.vendor=Guildhouse".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
@@ -213,6 +215,10 @@ fn the_fixture_built_with_the_shipped_dockerfile_lands_in_the_layout_tagged_and_
         json!("https://git.guildhouse.dev/tking/guildhall")
     );
     assert_eq!(labels["org.opencontainers.image.revision"], json!("abc123"));
+    assert_eq!(
+        labels["org.opencontainers.image.vendor"],
+        json!("Guildhouse")
+    );
     assert_eq!(
         labels["org.opencontainers.image.created"],
         json!("1970-01-01T00:00:00Z")

@@ -32,8 +32,11 @@
 //! engine does). After the import, the release in the image
 //! (`WORKDIR/releases/VSN/NAME.rel`) is authoritative: an empty or missing
 //! title/version label is filled from it (and empty `org.opencontainers.*`
-//! labels dropped) by writing a new config and manifest. With no `--tag`, the
-//! image is tagged with its version label.
+//! labels dropped), and `--label`s are applied, by writing a new config and
+//! manifest (annotated with the engine's config digest, so an unchanged
+//! rebuild is recognised). With no `--tag`, the image is tagged with its
+//! version label. `--env`, `--port`, `--user` and `--cmd` are the direct
+//! engine's: with BuildKit the Dockerfile decides those.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -63,6 +66,9 @@ use crate::settings::BuildSettings;
 pub const DOCKERFILE: &str = include_str!("../../docker/Dockerfile");
 /// The `.dockerignore` shipped in `docker/`, used when the project has none.
 pub const DOCKERIGNORE: &str = include_str!("../../docker/.dockerignore");
+
+const TITLE: &str = "org.opencontainers.image.title";
+const VERSION: &str = "org.opencontainers.image.version";
 
 /// Lines of engine output kept for the error when a build fails.
 const TAIL_LINES: usize = 30;
@@ -1028,7 +1034,7 @@ pub fn build_blocking(
         started.elapsed().as_secs_f64()
     );
 
-    let finished = finish_labels(layout, imported)?;
+    let finished = finish_labels(layout, imported, &s.labels)?;
     let tags: Vec<String> = if tags.is_empty() {
         match &finished.version {
             Some(v) => {
@@ -1240,10 +1246,15 @@ struct Finished {
 }
 
 /// Fill an empty or missing title/version label from the release in the
-/// image, and drop empty `org.opencontainers.image.*` labels; when that
+/// image, apply `extra` (the `--label`s and `[image] labels`; they win), and
+/// drop empty `org.opencontainers.image.*` labels; when that
 /// changes the config, a new config and manifest are written (an index —
 /// a multi-platform build — is left as it is).
-fn finish_labels(layout: &Layout, mut imported: Imported) -> anyhow::Result<Finished> {
+fn finish_labels(
+    layout: &Layout,
+    mut imported: Imported,
+    extra: &BTreeMap<String, String>,
+) -> anyhow::Result<Finished> {
     let config_bytes = layout.read_blob(&imported.config)?;
     let mut config: Value = serde_json::from_slice(&config_bytes)?;
     let workdir = config
@@ -1259,8 +1270,11 @@ fn finish_labels(layout: &Layout, mut imported: Imported) -> anyhow::Result<Fini
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
     };
-    let mut title = label(&config, "org.opencontainers.image.title");
-    let mut version = label(&config, "org.opencontainers.image.version");
+    let mut title = extra.get(TITLE).cloned().or_else(|| label(&config, TITLE));
+    let mut version = extra
+        .get(VERSION)
+        .cloned()
+        .or_else(|| label(&config, VERSION));
     if !media::is_manifest(&imported.media_type) {
         return Ok(Finished {
             imported,
@@ -1296,13 +1310,13 @@ fn finish_labels(layout: &Layout, mut imported: Imported) -> anyhow::Result<Fini
     }
     let labels = labels.as_object_mut().expect("made an object");
     let before = labels.clone();
-    for (k, v) in [
-        ("org.opencontainers.image.title", &title),
-        ("org.opencontainers.image.version", &version),
-    ] {
+    for (k, v) in [(TITLE, &title), (VERSION, &version)] {
         if let Some(v) = v {
             labels.insert(k.to_owned(), json!(v));
         }
+    }
+    for (k, v) in extra {
+        labels.insert(k.clone(), json!(v));
     }
     labels.retain(|k, v| !(k.starts_with("org.opencontainers.image.") && v.as_str() == Some("")));
     if *labels == before {
@@ -1315,20 +1329,25 @@ fn finish_labels(layout: &Layout, mut imported: Imported) -> anyhow::Result<Fini
     }
     let new_config = serde_json::to_vec(&config)?;
     let (config_digest, config_size) = layout.write_blob(&new_config)?;
-    let manifest = parse_manifest(
-        &imported.digest.to_string(),
-        &layout.read_blob(&imported.digest)?,
-    )?;
+    let manifest_bytes = layout.read_blob(&imported.digest)?;
+    let manifest = parse_manifest(&imported.digest.to_string(), &manifest_bytes)?;
+    // The config the engine made: recorded by an earlier pass, else this one.
+    let origin = serde_json::from_slice::<Value>(&manifest_bytes)
+        .ok()
+        .and_then(|m| {
+            m.pointer("/annotations")
+                .and_then(|a| a.get(import::BUILT_CONFIG_ANNOTATION))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| imported.config.to_string());
     let layers: Vec<(String, Digest, u64)> = manifest
         .layers
         .iter()
         .map(|l| (l.media_type.clone(), l.digest.clone(), l.size))
         .collect();
-    let annotations: BTreeMap<String, String> = [(
-        import::BUILT_CONFIG_ANNOTATION.to_owned(),
-        imported.config.to_string(),
-    )]
-    .into();
+    let annotations: BTreeMap<String, String> =
+        [(import::BUILT_CONFIG_ANNOTATION.to_owned(), origin)].into();
     let bytes = build_manifest((&config_digest, config_size), &layers, &annotations);
     let (digest, size) = layout.write_blob(&bytes)?;
     imported.digest = digest;
