@@ -829,6 +829,12 @@ impl StepLog {
         if let Some(s) = line.strip_prefix(" > [").and_then(|l| l.strip_suffix(':')) {
             self.summary.get_or_insert_with(|| format!("[{s}"));
         }
+        // BuildKit repeats whole RUN scripts in its output; keep lines readable.
+        let line = if line.chars().count() > 400 {
+            format!("{}…", line.chars().take(400).collect::<String>())
+        } else {
+            line
+        };
         self.tail.push_back(line);
         if self.tail.len() > TAIL_LINES {
             self.tail.pop_front();
@@ -837,7 +843,12 @@ impl StepLog {
 
     fn failed_step(&self) -> Option<String> {
         let s = self.failed.clone().or_else(|| self.summary.clone())?;
-        let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        // `RUN --mount=… --mount=… mix compile` reads as `RUN mix compile`.
+        let s: String = s
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--mount="))
+            .collect::<Vec<_>>()
+            .join(" ");
         let short: String = s.chars().take(160).collect();
         Some(if short.len() < s.len() {
             format!("{short}…")
@@ -1623,7 +1634,7 @@ mod tests {
         for l in [
             "#11 [builder 4/12] RUN mix local.hex --force",
             "#11 DONE 0.1s",
-            "#14 [builder 7/12] RUN mix compile",
+            "#14 [builder 7/12] RUN --mount=type=cache,id=deps,target=/app/deps mix compile",
             "#14 0.9 ** (CompileError) lib/x.ex:1: undefined function foo/0",
             "#14 ERROR: executor failed running [/bin/sh -c mix compile]: exit code: 1",
             "------",
