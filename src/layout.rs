@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
+use std::collections::HashMap;
+
 use crate::image::config::descriptor_json;
+use crate::image::manifest::{BlobRef, parse_manifest};
 use crate::image::{Digest, DigestWriter, media};
 
 /// The annotation that names a tag in `index.json`.
@@ -536,6 +539,48 @@ impl Layout {
             }
         }
         Ok(report)
+    }
+
+    /// Gzip layers this layout already holds, by diff ID: read from the
+    /// configs of its images (`rootfs.diff_ids[i]` belongs to `layers[i]`).
+    /// Derived state, so there is no cache to go stale; unreadable images
+    /// are passed over.
+    pub fn known_layers(&self) -> HashMap<Digest, BlobRef> {
+        let mut out = HashMap::new();
+        let Ok(images) = self.images() else {
+            return out;
+        };
+        for img in images {
+            if !media::is_manifest(&img.media_type) {
+                continue;
+            }
+            let Ok(bytes) = self.read_blob(&img.digest) else {
+                continue;
+            };
+            let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else {
+                continue;
+            };
+            let Ok(cfg) = self.read_blob(&m.config.digest) else {
+                continue;
+            };
+            let Ok(cfg) = serde_json::from_slice::<Value>(&cfg) else {
+                continue;
+            };
+            let Some(ids) = cfg.pointer("/rootfs/diff_ids").and_then(Value::as_array) else {
+                continue;
+            };
+            for (id, l) in ids.iter().zip(&m.layers) {
+                let Some(id) = id.as_str().and_then(|s| s.parse::<Digest>().ok()) else {
+                    continue;
+                };
+                if media::is_gzip_layer(&l.media_type)
+                    && self.blob_size(&l.digest).ok() == Some(l.size)
+                {
+                    out.insert(id, l.clone());
+                }
+            }
+        }
+        out
     }
 
     fn lock(&self) -> Result<LockGuard> {

@@ -40,6 +40,15 @@ pub(crate) fn classify_known(e: &(dyn std::error::Error + 'static)) -> Option<ex
     if e.is::<image::reference::ReferenceError>() || e.is::<settings::SettingsError>() {
         return Some(ExitCode::Usage);
     }
+    if let Some(e) = e.downcast_ref::<build::buildkit::BuildkitError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = e.downcast_ref::<build::import::ImportError>() {
+        return Some(e.exit_code());
+    }
+    if e.is::<image::manifest::ManifestError>() {
+        return Some(ExitCode::Input);
+    }
     if let Some(e) = e.downcast_ref::<build::BuildError>() {
         return Some(e.exit_code());
     }

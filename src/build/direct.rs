@@ -3,7 +3,7 @@
 //! No Docker, no root. Layers whose content is already in the layout (same
 //! diff ID) are reused without compressing them again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 
@@ -17,7 +17,7 @@ use crate::image::config::{
     AppendedLayer, ConfigSpec, build_manifest, derive_config, oci_layer_media_type,
     rfc3339_from_epoch,
 };
-use crate::image::manifest::{BlobRef, parse_manifest};
+
 use crate::image::{Digest, Platform, media};
 use crate::layer::{self, LayerOptions, LayerStats};
 use crate::layout::Layout;
@@ -124,7 +124,7 @@ impl DirectBuild<'_> {
         if !s.skip_preflight {
             self.preflight(&plan)?;
         }
-        let known = known_layers(self.layout);
+        let known = self.layout.known_layers();
         let mut outcomes: Vec<LayerOutcome> = base
             .layers()
             .iter()
@@ -343,45 +343,4 @@ fn parse_stats(v: &str) -> Option<LayerStats> {
         uncompressed_size: n.parse().ok()?,
         entries: 0,
     })
-}
-
-/// Layers already in the layout, by diff ID: read from the configs of the
-/// images it holds (`rootfs.diff_ids[i]` belongs to `layers[i]`). Derived
-/// state, so there is no cache file to go stale.
-fn known_layers(layout: &Layout) -> HashMap<Digest, BlobRef> {
-    let mut out = HashMap::new();
-    let Ok(images) = layout.images() else {
-        return out;
-    };
-    for img in images {
-        if !media::is_manifest(&img.media_type) {
-            continue;
-        }
-        let Ok(bytes) = layout.read_blob(&img.digest) else {
-            continue;
-        };
-        let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else {
-            continue;
-        };
-        let Ok(cfg) = layout.read_blob(&m.config.digest) else {
-            continue;
-        };
-        let Ok(cfg) = serde_json::from_slice::<serde_json::Value>(&cfg) else {
-            continue;
-        };
-        let Some(ids) = cfg.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()) else {
-            continue;
-        };
-        for (id, l) in ids.iter().zip(&m.layers) {
-            let Some(id) = id.as_str().and_then(|s| s.parse::<Digest>().ok()) else {
-                continue;
-            };
-            if l.media_type == media::OCI_LAYER_GZIP
-                && layout.blob_size(&l.digest).ok() == Some(l.size)
-            {
-                out.insert(id, l.clone());
-            }
-        }
-    }
-    out
 }

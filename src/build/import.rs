@@ -26,7 +26,7 @@ use flate2::write::GzEncoder;
 use serde_json::Value;
 
 use crate::build::direct::LayerOutcome;
-use crate::image::config::{build_manifest, config_platform, oci_layer_media_type};
+use crate::image::config::{build_manifest, config_platform};
 use crate::image::manifest::{BlobRef, parse_index, parse_manifest};
 use crate::image::{Digest, Sha256Hasher, media};
 use crate::layout::{Layout, LayoutError};
@@ -245,7 +245,7 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
             diff_ids.len()
         )));
     }
-    let known = known_layers(layout);
+    let known = layout.known_layers();
     let total = layer_names.len();
     let jobs: Vec<LayerJob> = layer_names
         .iter()
@@ -405,51 +405,6 @@ fn layer_outcomes(config: &Value, layers: &[BlobRef], reused: &[bool]) -> Vec<La
             reused: reused.get(i).copied().unwrap_or(false),
         })
         .collect()
-}
-
-/// Layers already in the layout, by diff ID (from the configs of its images).
-fn known_layers(layout: &Layout) -> HashMap<Digest, BlobRef> {
-    let mut out = HashMap::new();
-    let Ok(images) = layout.images() else {
-        return out;
-    };
-    for img in images {
-        if !media::is_manifest(&img.media_type) {
-            continue;
-        }
-        let Ok(bytes) = layout.read_blob(&img.digest) else {
-            continue;
-        };
-        let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else {
-            continue;
-        };
-        let Ok(cfg) = layout.read_blob(&m.config.digest) else {
-            continue;
-        };
-        let Ok(cfg) = serde_json::from_slice::<Value>(&cfg) else {
-            continue;
-        };
-        let Some(ids) = cfg.pointer("/rootfs/diff_ids").and_then(Value::as_array) else {
-            continue;
-        };
-        for (id, l) in ids.iter().zip(&m.layers) {
-            let Some(id) = id.as_str().and_then(|s| s.parse::<Digest>().ok()) else {
-                continue;
-            };
-            if media::is_gzip_layer(&l.media_type)
-                && layout.blob_size(&l.digest).ok() == Some(l.size)
-            {
-                out.insert(
-                    id,
-                    BlobRef {
-                        media_type: oci_layer_media_type(&l.media_type),
-                        ..l.clone()
-                    },
-                );
-            }
-        }
-    }
-    out
 }
 
 // ------------------------------------------------------------------- oci ---

@@ -14,82 +14,39 @@ use crate::build::memo::Memo;
 use crate::build::vcs::Vcs;
 use crate::cli::{BuildArgs, Engine};
 use crate::layout::Layout;
+use crate::progress::Progress;
 use crate::progress::human_bytes;
 use crate::release::Release;
-use crate::settings::{Settings, validate_tag};
+use crate::settings::{BuildSettings, Settings, validate_tag};
 
 /// Run `build`.
 pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
     let s = settings.build(a)?;
     let progress = super::progress(settings);
-    if s.engine == Engine::Buildkit {
-        bail!("--engine buildkit is not available in this build yet");
-    }
-    if s.mix {
-        run_mix_release(&s.project)?;
-    }
-    let release_path = match &s.release {
-        Some(p) => p.clone(),
-        None => {
-            let p = find_release(&s.project)?;
-            progress.say(format!("using release {}", p.display()));
-            p
-        }
-    };
     let layout = Layout::create_or_open(&s.layout)
         .with_context(|| format!("opening the layout {}", s.layout.display()))?;
-    let scratch = layout.root().join(".guildhall-tmp");
-    let release = Release::open(&release_path, &scratch)?;
-    let tags = if s.tags.is_empty() {
-        vec![default_tag(release.version())]
-    } else {
-        s.tags.clone()
+    let outcome = match s.engine {
+        Engine::Direct => direct(settings, &s, &layout, &progress).await?,
+        Engine::Buildkit => {
+            // The Dockerfile decides these; say so rather than drop them silently.
+            for (flag, given) in [
+                ("--env", !a.env.is_empty()),
+                ("--port", !a.ports.is_empty()),
+                ("--user", a.user.is_some()),
+                ("--cmd", a.cmd.is_some()),
+                ("--base", a.base.is_some()),
+                ("--release", a.release.is_some()),
+            ] {
+                if given {
+                    progress.say(format!(
+                        "warning: {flag} is ignored with --engine buildkit (the Dockerfile decides)"
+                    ));
+                }
+            }
+            crate::build::buildkit::build(&s, &a.buildkit, &layout, &s.tags, &progress).await?
+        }
     };
-    for t in &tags {
-        validate_tag(t)?;
-    }
-
-    let cache = Layout::create_or_open(settings.cache_dir.join("bases")).with_context(|| {
-        format!(
-            "opening the base image cache {}",
-            settings.cache_dir.display()
-        )
-    })?;
-    let pull_client = if s.offline {
-        None
-    } else {
-        Some(super::client(
-            settings,
-            chain_for(None, None, ChainEnv::from_process()),
-            None,
-        )?)
-    };
-    let base = base::resolve(
-        &s.base,
-        release.platform(),
-        &BaseSource {
-            client: pull_client.as_ref(),
-            cache: &cache,
-            progress: &progress,
-        },
-    )
-    .await?;
-    let vcs = Vcs::discover(&s.project);
-    let memo = Memo::new(&settings.cache_dir);
-    let outcome = {
-        let build = DirectBuild {
-            settings: &s,
-            release: &release,
-            base: &base,
-            layout: &layout,
-            vcs: &vcs,
-            tags: &tags,
-            progress: &progress,
-            memo: &memo,
-        };
-        tokio::task::block_in_place(|| build.run())?
-    };
-    drop(release);
+    let tags = outcome.tags.clone();
 
     let pushed = match &s.push {
         Some(target) => Some(
@@ -116,6 +73,74 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
     }
     print_outcome(settings, &outcome, pushed.as_ref());
     Ok(())
+}
+
+/// The direct engine: find (or make) the release, get the base, build.
+async fn direct(
+    settings: &Settings,
+    s: &BuildSettings,
+    layout: &Layout,
+    progress: &Progress,
+) -> Result<BuildOutcome> {
+    if s.mix {
+        run_mix_release(&s.project)?;
+    }
+    let release_path = match &s.release {
+        Some(p) => p.clone(),
+        None => {
+            let p = find_release(&s.project)?;
+            progress.say(format!("using release {}", p.display()));
+            p
+        }
+    };
+    let scratch = layout.root().join(".guildhall-tmp");
+    let release = Release::open(&release_path, &scratch)?;
+    let tags = if s.tags.is_empty() {
+        vec![default_tag(release.version())]
+    } else {
+        s.tags.clone()
+    };
+    for t in &tags {
+        validate_tag(t)?;
+    }
+    let cache = Layout::create_or_open(settings.cache_dir.join("bases")).with_context(|| {
+        format!(
+            "opening the base image cache {}",
+            settings.cache_dir.display()
+        )
+    })?;
+    let pull_client = if s.offline {
+        None
+    } else {
+        Some(super::client(
+            settings,
+            chain_for(None, None, ChainEnv::from_process()),
+            None,
+        )?)
+    };
+    let base = base::resolve(
+        &s.base,
+        release.platform(),
+        &BaseSource {
+            client: pull_client.as_ref(),
+            cache: &cache,
+            progress,
+        },
+    )
+    .await?;
+    let vcs = Vcs::discover(&s.project);
+    let memo = Memo::new(&settings.cache_dir);
+    let build = DirectBuild {
+        settings: s,
+        release: &release,
+        base: &base,
+        layout,
+        vcs: &vcs,
+        tags: &tags,
+        progress,
+        memo: &memo,
+    };
+    tokio::task::block_in_place(|| build.run())
 }
 
 fn print_outcome(
