@@ -69,7 +69,8 @@ pub struct ClientOptions {
     pub insecure_hosts: Vec<String>,
     /// Size of each PATCH of a chunked upload.
     pub chunk_size: u64,
-    /// Blobs up to this size go in one PUT; larger ones are chunked.
+    /// Blobs up to this size (and never more than the chunk size) go in one
+    /// PUT; larger ones are chunked.
     pub monolithic_max: u64,
     /// Blob uploads or downloads in flight at once.
     pub concurrency: usize,

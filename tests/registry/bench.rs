@@ -110,12 +110,17 @@ async fn pushing_a_large_layer_keeps_memory_flat() {
 }
 
 /// `chunked_push_through_a_capped_proxy`: the same layer pushed straight to
-/// the registry (one PUT) and through nginx with an 8 MiB body cap in 4 MiB
-/// chunks, 3 runs each to empty registries; prints medians and throughputs.
+/// the registry (one PUT) and through nginx with an 8 MiB body cap in
+/// `GUILDHALL_BENCH_CHUNK_MIB` (default 4) MiB chunks, 3 runs each to empty
+/// registries; prints medians and throughputs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn chunked_push_through_a_capped_proxy() {
     let mb = bench_mb(60);
+    let chunk_mib: u64 = std::env::var("GUILDHALL_BENCH_CHUNK_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[mb * MIB], 9);
     let mut direct = Vec::new();
@@ -140,11 +145,18 @@ async fn chunked_push_through_a_capped_proxy() {
 
         let reg = RealRegistry::start(Mode::Anonymous);
         let proxy = Proxy::start(&reg.port, "8m");
+        // GUILDHALL_BENCH_NO_PROXY=1: the same chunks straight to the
+        // registry, to tell the proxy's cost from the chunking's.
+        let host = if std::env::var_os("GUILDHALL_BENCH_NO_PROXY").is_some() {
+            reg.host.clone()
+        } else {
+            proxy.host.clone()
+        };
         let c = client(
             anonymous(),
             ClientOptions {
-                chunk_size: 4 * MIB,
-                monolithic_max: 4 * MIB,
+                chunk_size: chunk_mib * MIB,
+                monolithic_max: chunk_mib * MIB,
                 ..ClientOptions::default()
             },
         );
@@ -165,7 +177,7 @@ async fn chunked_push_through_a_capped_proxy() {
     }
     let (d, p) = (median(direct.clone()), median(proxied.clone()));
     println!(
-        "push of a {mb} MiB layer: direct median {:.3}s ({:.0} MiB/s) {direct:?}; through the 8m proxy in 4 MiB chunks median {:.3}s ({:.0} MiB/s) {proxied:?}; proxied/direct throughput {:.2}",
+        "push of a {mb} MiB layer: direct median {:.3}s ({:.0} MiB/s) {direct:?}; through the 8m proxy in {chunk_mib} MiB chunks median {:.3}s ({:.0} MiB/s) {proxied:?}; proxied/direct throughput {:.2}",
         d.as_secs_f64(),
         mb as f64 / d.as_secs_f64(),
         p.as_secs_f64(),

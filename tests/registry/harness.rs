@@ -217,6 +217,14 @@ impl Drop for RealRegistry {
     }
 }
 
+/// `tests/support/proxy.sh`, or `GUILDHALL_TEST_PROXY_SH` (to try another
+/// proxy configuration in the benchmarks).
+fn proxy_script() -> PathBuf {
+    std::env::var_os("GUILDHALL_TEST_PROXY_SH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("tests/support/proxy.sh"))
+}
+
 /// nginx with a `client_max_body_size` cap in front of a registry.
 pub struct Proxy {
     pub dir: tempfile::TempDir,
@@ -232,7 +240,7 @@ impl Proxy {
             .expect("temp dir");
         let out = run(
             Command::new("bash")
-                .arg(root().join("tests/support/proxy.sh"))
+                .arg(proxy_script())
                 .args(["0", upstream_port, max_body])
                 .arg(dir.path()),
             "tests/support/proxy.sh",
@@ -257,7 +265,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = Command::new("bash")
-            .arg(root().join("tests/support/proxy.sh"))
+            .arg(proxy_script())
             .arg("stop")
             .arg(self.dir.path())
             .output();
