@@ -24,13 +24,18 @@ echo "release: $(du -sh --apparent-size "$rel_a" | cut -f1) uncompressed; cores:
 # umoci insert takes the tree as it is: give it the same ownership the tool sets.
 cp -a "$rel_a" "$w/tree"; chown -R 65534:0 "$w/tree"
 
+# Every full build is cold for the release: a fresh layout, no remembered
+# diff IDs, no remembered preflight pass. The base is cached, with the index
+# of its files that preflight reads (made by the warmup run).
+export GUILDHALL_IMAGE_CACHE="$w/cache"
 hyperfine --runs "$runs" --warmup 1 --export-json "$w/full.json" \
-  --prepare "rm -rf $w/g $w/u; cp -a $base $w/u" \
+  --prepare "rm -rf $w/g $w/u $w/cache/memo/diffid $w/cache/memo/preflight; cp -a $base $w/u" \
   -n guildhall-image "$bin -q build --release $rel_a --base oci:$base:runner --layout $w/g --tag t --skip-preflight" \
   -n guildhall-image+preflight "$bin -q build --release $rel_a --base oci:$base:runner --layout $w/g --tag t" \
   -n umoci-insert "umoci insert --image $w/u:runner --tag t $w/tree /app && umoci config --image $w/u:t --config.cmd /app/bin/server --config.user nobody --config.workingdir /app"
 
-# Rebuild: the layout already holds the build of release A.
+# Rebuild: the layout already holds the build of release A, made on this
+# machine (so the cache remembers its diff IDs and preflight).
 "$bin" -q build --release "$rel_a" --base "oci:$base:runner" --layout "$w/snap" --tag a >/dev/null
 hyperfine --runs "$runs" --warmup 1 --export-json "$w/rebuild.json" \
   --prepare "rm -rf $w/r; cp -a $w/snap $w/r" \

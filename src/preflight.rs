@@ -66,7 +66,7 @@ impl crate::exit::Classify for PreflightError {
 // The base image's file system
 
 /// What a path of the base image is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Node {
     Dir,
     File,
@@ -80,7 +80,9 @@ enum Node {
 /// The base image's file tree, from its layers in order (OCI whiteouts
 /// applied): metadata only, plus the symbol versions each shared library
 /// defines and the dynamic linker's configuration.
-#[derive(Clone, Debug, Default)]
+/// It serialises (to JSON) so that the index of a base image can be kept
+/// beside the cached base and not rebuilt by every build.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BaseRootfs {
     nodes: BTreeMap<PathBuf, Node>,
     /// Version definitions (ELF verdef) of the shared libraries.

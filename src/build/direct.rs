@@ -304,18 +304,7 @@ impl DirectBuild<'_> {
             return Ok(());
         }
         let t = self.progress.task("preflight", None);
-        let readers = base
-            .layers()
-            .iter()
-            .map(|l| -> Result<(BufReader<File>, bool)> {
-                Ok((
-                    BufReader::new(self.layout.open_blob(&l.digest)?),
-                    media::is_gzip_layer(&l.media_type),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let rootfs = BaseRootfs::from_layers(readers)
-            .with_context(|| format!("reading the base {}'s files", base.name))?;
+        let rootfs = self.base_rootfs()?;
         let mut report = preflight::check(self.release, &rootfs, &base.platform);
         if self.settings.allow_platform_mismatch {
             // Already said as a warning.
@@ -333,6 +322,40 @@ impl DirectBuild<'_> {
         }
         self.memo.put("preflight", &key, "ok");
         Ok(())
+    }
+}
+
+impl DirectBuild<'_> {
+    /// The index of the base's files: remembered per base manifest (it is
+    /// as much part of the cached base as its blobs), else read from its
+    /// layers, decompressing them.
+    fn base_rootfs(&self) -> Result<BaseRootfs> {
+        let base = self.base;
+        let key =
+            crate::image::Digest::of(format!("rootfs v1 {}", base.manifest_digest).as_bytes());
+        if let Some(fs) = self
+            .memo
+            .get("rootfs", &key)
+            .and_then(|j| serde_json::from_str::<BaseRootfs>(&j).ok())
+        {
+            return Ok(fs);
+        }
+        let readers = base
+            .layers()
+            .iter()
+            .map(|l| -> Result<(BufReader<File>, bool)> {
+                Ok((
+                    BufReader::new(self.layout.open_blob(&l.digest)?),
+                    media::is_gzip_layer(&l.media_type),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let fs = BaseRootfs::from_layers(readers)
+            .with_context(|| format!("reading the base {}'s files", base.name))?;
+        if let Ok(j) = serde_json::to_string(&fs) {
+            self.memo.put("rootfs", &key, &j);
+        }
+        Ok(fs)
     }
 }
 
