@@ -116,6 +116,10 @@ async fn pushing_a_large_layer_keeps_memory_flat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn chunked_push_through_a_capped_proxy() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mb = bench_mb(60);
     let chunk_mib: u64 = std::env::var("GUILDHALL_BENCH_CHUNK_MIB")
         .ok()
@@ -160,8 +164,7 @@ async fn chunked_push_through_a_capped_proxy() {
                 ..ClientOptions::default()
             },
         );
-        let target =
-            RegistryRef::parse_repository(&format!("{}/bench/proxied", proxy.host)).unwrap();
+        let target = RegistryRef::parse_repository(&format!("{host}/bench/proxied")).unwrap();
         let t = Instant::now();
         c.push(
             &layout,
