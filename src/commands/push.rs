@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::cli::{CredentialArgs, PushArgs};
-use crate::layout::Layout;
+use crate::image::RegistryRef;
+use crate::image::manifest::parse_manifest;
+use crate::layout::{Layout, TaggedImage};
 use crate::progress::Progress;
 use crate::registry::{PushOptions, PushReport};
 use crate::settings::{Settings, Target};
@@ -61,7 +63,10 @@ pub async fn push_tags(
     }
     let chain = super::credentials(creds, Some(&target.repository.registry))?;
     let client = super::client(settings, chain, Some(target))?;
-    let opts = PushOptions::default();
+    let opts = PushOptions {
+        mount_from: mount_sources(layout, &first, &target.repository),
+        ..PushOptions::default()
+    };
     let report = client
         .push(layout, &first, &target.repository, tags, &opts, progress)
         .await
@@ -71,4 +76,28 @@ pub async fn push_tags(
             .with_context(|| format!("writing the digest to {}", f.display()))?;
     }
     Ok(report)
+}
+
+/// Repositories of the target's registry that likely hold some of the
+/// image's blobs already: the base's (from the `base.name` label), so its
+/// layers are mounted instead of uploaded.
+fn mount_sources(layout: &Layout, image: &TaggedImage, target: &RegistryRef) -> Vec<String> {
+    let label = || -> Option<String> {
+        let m = parse_manifest(
+            &image.digest.to_string(),
+            &layout.read_blob(&image.digest).ok()?,
+        )
+        .ok()?;
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&layout.read_blob(&m.config.digest).ok()?).ok()?;
+        cfg.pointer("/config/Labels/org.opencontainers.image.base.name")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    match label().and_then(|name| name.parse::<RegistryRef>().ok()) {
+        Some(base) if base.registry == target.registry && base.repository != target.repository => {
+            vec![base.repository]
+        }
+        _ => Vec::new(),
+    }
 }
