@@ -49,8 +49,5 @@ pub(crate) fn classify_known(e: &(dyn std::error::Error + 'static)) -> Option<ex
     if e.is::<image::manifest::ManifestError>() {
         return Some(ExitCode::Input);
     }
-    if let Some(e) = e.downcast_ref::<build::BuildError>() {
-        return Some(e.exit_code());
-    }
     None
 }

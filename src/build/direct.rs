@@ -3,13 +3,12 @@
 //! No Docker, no root. Layers whose content is already in the layout (same
 //! diff ID) are reused without compressing them again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufReader;
 
 use anyhow::{Context, Result};
 
-use crate::build::BuildError;
 use crate::build::base::BaseImage;
 use crate::build::memo::Memo;
 use crate::build::vcs::Vcs;
@@ -18,8 +17,9 @@ use crate::image::config::{
     rfc3339_from_epoch,
 };
 
+use crate::image::manifest::BlobRef;
 use crate::image::{Digest, Platform, media};
-use crate::layer::{self, LayerOptions, LayerStats};
+use crate::layer::{self, LayerOptions, LayerStats, PlannedLayer};
 use crate::layout::Layout;
 use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
 use crate::progress::Progress;
@@ -141,47 +141,8 @@ impl DirectBuild<'_> {
         for (planned, fp) in plan.layers.iter().zip(&fingerprints) {
             // The diff ID of files unchanged since an earlier build is
             // remembered; otherwise it is one cheap pass (tar + sha256).
-            let remembered = self.memo.get("diffid", fp).and_then(|v| parse_stats(&v));
-            let stats = match remembered {
-                Some(st) => st,
-                None => {
-                    let st = layer::diff_id(planned, &opts)?;
-                    self.memo.put(
-                        "diffid",
-                        fp,
-                        &format!("{} {}", st.diff_id, st.uncompressed_size),
-                    );
-                    st
-                }
-            };
-            let (digest, size, reused) = match known.get(&stats.diff_id) {
-                Some(b) => (b.digest.clone(), b.size, true),
-                None => {
-                    let task = self.progress.task(
-                        format!("layer {}", planned.name),
-                        Some(stats.uncompressed_size),
-                    );
-                    let w = self.layout.blob_writer()?;
-                    let (written, w) = layer::write_layer(planned, &opts, w, Some(&task))?;
-                    if written.diff_id != stats.diff_id {
-                        // A file changed between the two passes (or the memo
-                        // was stale): the layer written is the truth.
-                        self.memo.put(
-                            "diffid",
-                            fp,
-                            &format!("{} {}", written.diff_id, written.uncompressed_size),
-                        );
-                        return Err(BuildError::Other(format!(
-                            "the files of layer {} changed while it was being built; build again",
-                            planned.name
-                        ))
-                        .into());
-                    }
-                    let (d, n) = w.commit(None)?;
-                    task.finish("done");
-                    (d, n, false)
-                }
-            };
+            let (stats, blob, reused) = self.make_layer(planned, fp, &opts, &known)?;
+            let (digest, size) = (blob.digest, blob.size);
             appended.push(AppendedLayer {
                 diff_id: stats.diff_id.clone(),
                 created_by: format!(
@@ -278,6 +239,62 @@ impl DirectBuild<'_> {
 }
 
 impl DirectBuild<'_> {
+    /// One release layer: reused when the layout already holds its content
+    /// (same diff ID), else written. The diff ID comes from the memo when
+    /// the files are unchanged since an earlier build; on a miss it takes a
+    /// cheap pass (tar + sha256) — unless the layout holds no layer to reuse,
+    /// when the layer is written straight away in one pass.
+    fn make_layer(
+        &self,
+        planned: &PlannedLayer,
+        fp: &Digest,
+        opts: &LayerOptions,
+        known: &HashMap<Digest, BlobRef>,
+    ) -> Result<(LayerStats, BlobRef, bool)> {
+        let stats = match self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)) {
+            Some(st) => Some(st),
+            None if known.is_empty() => None,
+            None => {
+                let st = layer::diff_id(planned, opts)?;
+                self.memo.put(
+                    "diffid",
+                    fp,
+                    &format!("{} {}", st.diff_id, st.uncompressed_size),
+                );
+                Some(st)
+            }
+        };
+        if let Some(st) = &stats {
+            if let Some(b) = known.get(&st.diff_id) {
+                return Ok((st.clone(), b.clone(), true));
+            }
+        }
+        let task = self.progress.task(
+            format!("layer {}", planned.name),
+            stats.map(|st| st.uncompressed_size),
+        );
+        let w = self.layout.blob_writer()?;
+        let (written, w) = layer::write_layer(planned, opts, w, Some(&task))?;
+        // What was written is the truth (a file may have changed since the
+        // files were fingerprinted); remember it.
+        self.memo.put(
+            "diffid",
+            fp,
+            &format!("{} {}", written.diff_id, written.uncompressed_size),
+        );
+        let (digest, size) = w.commit(None)?;
+        task.finish("done");
+        Ok((
+            written,
+            BlobRef {
+                media_type: media::OCI_LAYER_GZIP.to_owned(),
+                digest,
+                size,
+            },
+            false,
+        ))
+    }
+
     /// Check the release against the base, unless this base already passed
     /// with these very ELF files (remembered by fingerprint).
     fn preflight(&self, plan: &crate::release::LayerPlan) -> Result<()> {
