@@ -258,7 +258,9 @@ fn push_failures_say_what_and_where_and_nothing_is_reported_pushed() {
     let target = format!("{}/guildhall/app", reg.host);
     let closed = free_port();
     let wrong_secret = "not-the-password-123";
-    let cases: Vec<(&str, Vec<String>, Vec<(&str, &str)>, i32, String)> = vec![
+    // (what, push args, env, exit code, a text the error names)
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, &'a str)>, i32, String);
+    let cases: Vec<Case> = vec![
         (
             "unknown tag",
             vec!["--tag".into(), "nope".into(), "--to".into(), target.clone()],

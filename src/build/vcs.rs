@@ -43,7 +43,7 @@ impl Vcs {
 /// `git@host:org/repo.git` and `ssh://git@host/org/repo` → `https://host/org/repo`.
 pub fn https_url(remote: &str) -> String {
     let r = remote.trim().trim_end_matches('/').trim_end_matches(".git");
-    let r = if let Some(rest) = r.strip_prefix("ssh://") {
+    if let Some(rest) = r.strip_prefix("ssh://") {
         let rest = rest.split_once('@').map(|(_, h)| h).unwrap_or(rest);
         // ssh://host:port/path: drop the port, which is ssh's.
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -67,8 +67,7 @@ pub fn https_url(remote: &str) -> String {
         format!("https://{host}/{path}")
     } else {
         r.to_owned()
-    };
-    r
+    }
 }
 
 #[cfg(test)]

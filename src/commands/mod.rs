@@ -79,8 +79,11 @@ fn read_secret_stdin() -> Result<Secret> {
 
 /// A registry client with the given credentials and a target's upload settings.
 pub fn client(settings: &Settings, chain: Chain, target: Option<&Target>) -> Result<Client> {
-    let mut opts = ClientOptions::default();
-    opts.insecure_hosts = settings.insecure_registries.clone();
+    let mut opts = ClientOptions {
+        insecure_hosts: settings.insecure_registries.clone(),
+        connect_timeout: settings.connect_timeout,
+        ..ClientOptions::default()
+    };
     if let Some(t) = target {
         if t.insecure {
             opts.insecure_hosts.push(t.repository.registry.clone());
@@ -89,7 +92,6 @@ pub fn client(settings: &Settings, chain: Chain, target: Option<&Target>) -> Res
         opts.monolithic_max = t.chunk_size;
         opts.concurrency = t.concurrency;
     }
-    opts.connect_timeout = settings.connect_timeout;
     Ok(Client::new(Arc::new(chain), opts)?)
 }
 
