@@ -26,7 +26,7 @@ use guildhall_image::layout::Layout;
 use guildhall_image::progress::Progress;
 use guildhall_image::settings::{ConfigFile, Settings};
 
-use common::{Running, http_get, root};
+use common::{Registry, Running, bin, http_get, json, root};
 
 const DOCKER: &str = "/usr/bin/docker";
 
@@ -699,4 +699,58 @@ fn importing_a_layer_eight_times_bigger_takes_no_more_memory() {
         .expect("the child imported and tagged the image");
     assert!(l.blob_size(&img.digest).is_ok());
     fsck_clean(&l);
+}
+
+#[test]
+fn build_engine_buildkit_push_through_the_binary_publishes_an_image_that_runs() {
+    let e = engine();
+    let _docker = lock_docker();
+    let reg = Registry::start("anonymous", &[]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = fixture_project(tmp.path());
+    let target = format!("{}/guildhall/bk", reg.host);
+    let mut cmd = bin(tmp.path());
+    // The engine's own client config (its `auths` keep the Docker CLI off
+    // credential helpers); the tool reads it too, harmlessly.
+    cmd.env(
+        "DOCKER_CONFIG",
+        std::env::var_os("DOCKER_CONFIG").expect("set by engine()"),
+    );
+    cmd.args(["--json", "build", "--engine", "buildkit", "--project"])
+        .arg(&project);
+    cmd.args(fixture_build_args(e));
+    cmd.args(["--tag", "bk", "--layout"])
+        .arg(tmp.path().join("layout"));
+    cmd.args(["--push", "--to", &target]);
+    let report = json(&mut cmd);
+    let digest = report["pushed"]["digest"]
+        .as_str()
+        .expect("pushed digest")
+        .to_owned();
+    assert_eq!(
+        report["digest"].as_str(),
+        Some(digest.as_str()),
+        "the layout's image is what was pushed"
+    );
+
+    let back = tmp.path().join("back");
+    run_ok(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            &format!("docker://{target}:bk"),
+            &format!("oci:{}:bk", back.display()),
+        ],
+    );
+    let port = free_port();
+    let running = Running::start(
+        &back,
+        "bk",
+        &format!("bk-push-{}", std::process::id()),
+        port,
+    );
+    let (status, body) = http_get(&format!("{}/health", running.url));
+    assert_eq!(status, 200, "{body}");
 }
