@@ -307,7 +307,8 @@ impl Layout {
         }
         let mut r = other.open_blob(digest)?;
         let mut w = self.blob_writer()?;
-        io::copy(&mut r, &mut w).map_err(io_err("copying", &src))?;
+        let tmp = w.tmp_path().to_owned();
+        io::copy(&mut r, &mut w).map_err(io_err("copying a blob into", &tmp))?;
         w.commit(Some(digest))?;
         Ok(())
     }

@@ -456,3 +456,91 @@ fn a_registry_base_is_cached_so_the_next_build_works_offline() {
     args.push("--offline".into());
     assert_eq!(json(bin(work.path()).args(args))["digest"], first["digest"]);
 }
+
+#[test]
+fn build_mix_runs_the_release_in_the_project_and_picks_it_up() {
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("guildhall");
+    assert!(
+        Command::new("cp")
+            .arg("-r")
+            .arg(root().join("fixtures/guildhall_fixture"))
+            .arg(&project)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = std::fs::remove_dir_all(project.join("_build"));
+    let cache = std::env::var("GUILDHALL_IMAGE_TEST_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/guildhall-image-tests")
+        });
+    let out = run(bin(work.path())
+        // Offline mix, as fixtures/build-release.sh runs it.
+        .env("HOME", cache.join("home"))
+        .env("MIX_HOME", cache.join("mix"))
+        .env("HEX_HOME", cache.join("hex"))
+        .env("HEX_OFFLINE", "1")
+        .env("LC_ALL", "C.UTF-8")
+        .args(["--json", "build", "--mix", "--project"])
+        .arg(&project)
+        .args(["--base", &format!("oci:{}:runner", base_layout().display())]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("_build/prod/rel/guildhall"),
+        "says which release it picked: {stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["tags"],
+        serde_json::json!(["0.1.0"]),
+        "tagged with the release version by default"
+    );
+    assert!(
+        project.join("_build/image/index.json").is_file(),
+        "the default layout is PROJECT/_build/image"
+    );
+}
+
+#[test]
+fn a_full_disk_fails_the_build_cleanly_and_the_layout_stays_valid() {
+    let work = tempfile::tempdir().unwrap();
+    let mnt = work.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "mounting a small tmpfs (the tests run as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let layout = mnt.join("img");
+    guildhall_image::layout::Layout::create_or_open(&layout).unwrap();
+    let out = run(bin(work.path()).args(build_args(
+        &layout,
+        &release_dir(&[]),
+        &format!("oci:{}:runner", base_layout().display()),
+        "t",
+    )));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains(&mnt.display().to_string()),
+        "{err}"
+    );
+    fsck_ok(&layout);
+    let l = guildhall_image::layout::Layout::open(&layout).unwrap();
+    assert!(l.images().unwrap().is_empty(), "nothing tagged");
+}

@@ -239,6 +239,8 @@ fn run_mix_release(project: &Path) -> Result<()> {
         .args(["release", "--overwrite"])
         .current_dir(project)
         .env("MIX_ENV", "prod")
+        // stdout is for results (--json); mix's chatter goes to stderr.
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| {
             format!(
