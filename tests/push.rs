@@ -129,6 +129,15 @@ fn pushing_again_uploads_nothing_and_a_one_module_change_uploads_one_layer() {
         "an unchanged image uploads no blob: {again}"
     );
     assert_eq!(again["digest"], first["digest"]);
+    // inspect reads the pushed image back from the registry.
+    let creds = docker_config(&reg.host, USER, PASS);
+    let seen = json(bin(work.path()).env("DOCKER_CONFIG", creds.path()).args([
+        "inspect",
+        "--json",
+        &format!("{target}:one"),
+    ]));
+    assert_eq!(seen["digest"], first["digest"]);
+    assert_eq!(seen["user"], "nobody");
     let changed = push("two");
     // The app layer and the config: nothing else.
     assert_eq!(uploads(&changed), 2, "{changed}");
