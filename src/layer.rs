@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use tar::{EntryType, Header};
 
-use crate::image::{Digest, Sha256Hasher};
+use crate::image::{Digest, DigestWriter, Sha256Hasher};
 use crate::progress::Task;
 
 /// The owner of every entry: `nobody`, like `COPY --chown=nobody:root`.
@@ -250,9 +250,9 @@ pub struct LayerStats {
 /// unchanged layers already in the layout.
 pub fn diff_id(layer: &PlannedLayer, opts: &LayerOptions) -> Result<LayerStats, LayerError> {
     opts.check()?;
-    let mut tar = HashingWriter::new(io::sink());
+    let mut tar = DigestWriter::new(io::sink());
     let entries = write_tar(layer, opts, &mut tar).map_err(|e| e.into_layer_error(&layer.name))?;
-    Ok(tar.stats(entries))
+    Ok(stats_of(&tar, entries))
 }
 
 /// Tar → gzip → `out`, compressing on `opts.threads` threads with at most
@@ -284,7 +284,7 @@ pub fn write_layer<W: Write + Send>(
         drop(done_tx);
         let writer = scope.spawn(move || ordered_writer(out, done_rx, free_tx));
 
-        let mut sink = HashingWriter::new(BlockSink {
+        let mut sink = DigestWriter::new(BlockSink {
             work_tx,
             free_rx,
             allocated: 0,
@@ -296,10 +296,13 @@ pub fn write_layer<W: Write + Send>(
             progress,
         });
         let produced = write_tar(layer, opts, &mut sink).and_then(|entries| {
-            sink.inner.finish().map_err(TarError::Output)?;
+            sink.get_mut().finish().map_err(TarError::Output)?;
             Ok(entries)
         });
-        let stats = produced.as_ref().ok().map(|&entries| sink.stats(entries));
+        let stats = produced
+            .as_ref()
+            .ok()
+            .map(|&entries| stats_of(&sink, entries));
         drop(sink);
         let written = writer
             .join()
@@ -605,37 +608,12 @@ fn write_long_record<W: Write>(out: &mut W, kind: EntryType, value: &[u8]) -> Re
     pad(out, size)
 }
 
-/// Hashes and counts the uncompressed tar on its way to `inner`.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256Hasher,
-}
-
-impl<W> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256Hasher::new(),
-        }
-    }
-
-    fn stats(&self, entries: usize) -> LayerStats {
-        LayerStats {
-            diff_id: self.hasher.clone().finish(),
-            uncompressed_size: self.hasher.len(),
-            entries,
-        }
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+/// The stats of the tar stream that went through `w`.
+fn stats_of<W: Write>(w: &DigestWriter<W>, entries: usize) -> LayerStats {
+    LayerStats {
+        diff_id: w.digest(),
+        uncompressed_size: w.len(),
+        entries,
     }
 }
 

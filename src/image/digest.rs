@@ -165,6 +165,10 @@ impl<W: Write> DigestWriter<W> {
     pub fn is_empty(&self) -> bool {
         self.hasher.is_empty()
     }
+    /// The digest of what was written so far (writing may go on).
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
     /// The inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
         let len = self.hasher.len();
