@@ -265,6 +265,56 @@ pub fn write_layer<W: Write + Send>(
     progress: Option<&Task>,
 ) -> Result<(LayerStats, W), LayerError> {
     opts.check()?;
+    compress(&layer.name, opts, out, progress, |sink| {
+        write_tar(layer, opts, sink)
+    })
+}
+
+/// A tar stream made elsewhere (a docker-archive layer) → gzip → `out`, on
+/// all cores and with the same bytes as [`write_layer`] would give for that
+/// tar. `what` names the stream in errors. Returns the stats (`entries` is
+/// 0: the stream is not parsed) and `out`.
+pub fn compress_tar_stream<R: Read, W: Write + Send>(
+    what: &str,
+    mut input: R,
+    opts: &LayerOptions,
+    out: W,
+    progress: Option<&Task>,
+) -> Result<(LayerStats, W), LayerError> {
+    opts.check()?;
+    compress(what, opts, out, progress, |sink| {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => return Ok(0),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(TarError::Source(LayerError::Io {
+                        action: "reading",
+                        path: PathBuf::from(what),
+                        source,
+                    }));
+                }
+            };
+            sink.write_all(&buf[..n]).map_err(TarError::Output)?;
+        }
+    })
+}
+
+/// The parallel gzip pipeline around `produce`, which writes the tar
+/// stream into the sink and returns its entry count.
+fn compress<W, F>(
+    name: &str,
+    opts: &LayerOptions,
+    out: W,
+    progress: Option<&Task>,
+    produce: F,
+) -> Result<(LayerStats, W), LayerError>
+where
+    W: Write + Send,
+    F: FnOnce(&mut DigestWriter<BlockSink<'_>>) -> Result<usize, TarError>,
+{
     let threads = opts.threads();
     let in_flight = 2 * threads;
     let level = Compression::new(opts.level);
@@ -295,7 +345,7 @@ pub fn write_layer<W: Write + Send>(
             tail: Vec::with_capacity(DICT_SIZE),
             progress,
         });
-        let produced = write_tar(layer, opts, &mut sink).and_then(|entries| {
+        let produced = produce(&mut sink).and_then(|entries| {
             sink.get_mut().finish().map_err(TarError::Output)?;
             Ok(entries)
         });
@@ -309,17 +359,17 @@ pub fn write_layer<W: Write + Send>(
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         match (produced, written) {
             // A read error is the cause; the writer then only saw a short stream.
-            (Err(e @ TarError::Source(_)), _) => Err(e.into_layer_error(&layer.name)),
+            (Err(e @ TarError::Source(_)), _) => Err(e.into_layer_error(name)),
             (_, Err(WriterError::Output(e))) => Err(LayerError::Write {
-                layer: layer.name.clone(),
+                layer: name.to_owned(),
                 source: e,
             }),
             (_, Err(WriterError::Compress(reason))) => Err(LayerError::Compress {
-                layer: layer.name.clone(),
+                layer: name.to_owned(),
                 reason,
             }),
             (_, Err(WriterError::Incomplete)) | (Err(_), Ok(_)) => Err(LayerError::Compress {
-                layer: layer.name.clone(),
+                layer: name.to_owned(),
                 reason: "the compression pipeline stopped early".into(),
             }),
             (Ok(_), Ok(out)) => Ok((stats.expect("stats of a finished tar"), out)),
@@ -943,6 +993,24 @@ mod tests {
 
     fn gz(layer: &PlannedLayer, opts: &LayerOptions) -> (LayerStats, Vec<u8>) {
         write_layer(layer, opts, Vec::new(), None).unwrap()
+    }
+
+    #[test]
+    fn a_tar_stream_made_elsewhere_compresses_to_the_same_bytes_as_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_tree(dir.path());
+        let layer = plan_of(dir.path());
+        let opts = small_blocks(2);
+        let (stats, direct) = gz(&layer, &opts);
+        let mut tar = Vec::new();
+        assert!(write_tar(&layer, &opts, &mut tar).is_ok());
+        let (streamed, bytes) =
+            compress_tar_stream("a stream", tar.as_slice(), &opts, Vec::new(), None).unwrap();
+        assert_eq!(bytes, direct);
+        assert_eq!(
+            (streamed.diff_id, streamed.uncompressed_size),
+            (stats.diff_id, stats.uncompressed_size)
+        );
     }
 
     struct Back {

@@ -9,20 +9,19 @@
 //! The archive is read in place: one pass over the tar headers records where
 //! each member's bytes are, then each member is streamed from its offset.
 //! Nothing is held whole in memory but JSON documents (bounded in size).
-//! Uncompressed docker layers are gzip-compressed with flate2's `GzEncoder`
-//! (level 6) as they stream, on as many threads as there are cores; a layer
+//! Uncompressed docker layers are gzip-compressed as they stream, on every
+//! core, by the same pipeline as the direct engine's layers; a layer
 //! whose diff ID the layout already holds is only hashed, not compressed again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use flate2::Compression;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
+
 use serde_json::Value;
 
 use crate::build::direct::LayerOutcome;
@@ -328,18 +327,16 @@ fn import_docker_layer(
         copy_counting(&mut r, &mut tee, &task).map_err(|e| ar.io("reading", e))?;
         tee.b.finish().map_err(|e| ar.io("decompressing", e))?
     } else {
-        let mut hashing = HashingWriter {
-            inner: GzEncoder::new(BufWriter::with_capacity(BUF, &mut w), Compression::new(6)),
-            hasher: Sha256Hasher::new(),
-        };
-        copy_counting(&mut r, &mut hashing, &task).map_err(|e| ar.io("compressing", e))?;
-        let mut buf = hashing
-            .inner
-            .finish()
-            .map_err(|e| ar.io("compressing", e))?;
-        buf.flush().map_err(|e| ar.io("compressing", e))?;
-        drop(buf);
-        hashing.hasher.finish()
+        // Compressed on all cores, as the direct engine's layers are.
+        let (stats, _) = crate::layer::compress_tar_stream(
+            &job.what,
+            &mut r,
+            &crate::layer::LayerOptions::default(),
+            &mut w,
+            Some(&task),
+        )
+        .map_err(|e| ar.io("compressing", io::Error::other(e)))?;
+        stats.diff_id
     };
     // On a mismatch `w` is dropped uncommitted: its temp file goes, nothing is stored.
     ar.check(&job.member, &job.what, &job.diff_id, actual_diff)?;
@@ -795,22 +792,6 @@ fn copy_counting(r: &mut impl Read, w: &mut impl Write, task: &Task) -> io::Resu
     }
     w.flush()?;
     Ok(total)
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256Hasher,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 struct TeeWriter<A, B> {
