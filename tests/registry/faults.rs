@@ -323,3 +323,46 @@ async fn a_server_that_never_answers_is_given_up_on_after_the_idle_timeout() {
     assert!(e.to_string().contains(&host), "{e}");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_and_not_stored() {
+    use guildhall_image::image::{Digest, Platform, config::build_manifest, media};
+    use guildhall_image::layout::Layout;
+    let fake = FaultyRegistry::start(Faults {
+        corrupt_blobs: true,
+        ..Faults::default()
+    });
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = vec![7u8; 4096];
+    fake.put_blob("team/base", config);
+    fake.put_blob("team/base", &layer);
+    let manifest = build_manifest(
+        (&Digest::of(config), config.len() as u64),
+        &[(
+            media::OCI_LAYER_GZIP.to_owned(),
+            Digest::of(&layer),
+            layer.len() as u64,
+        )],
+        &Default::default(),
+    );
+    fake.put_manifest("team/base", "v1", media::OCI_MANIFEST, &manifest);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::create_or_open(dir.path()).unwrap();
+    let c = client(anonymous(), fast_options());
+    let r: RegistryRef = format!("{}/team/base:v1", fake.host()).parse().unwrap();
+    let e = within(
+        30,
+        "the pull",
+        c.pull(&r, &Platform::linux("amd64"), &layout, &Progress::hidden()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.exit_code(), ExitCode::Input, "{e}");
+    assert!(e.to_string().contains("mismatch"), "{e}");
+    assert!(
+        !layout.has_blob(&Digest::of(&layer)) && !layout.has_blob(&Digest::of(config)),
+        "nothing unverified is stored"
+    );
+    assert!(layout.fsck(true).unwrap().problems.is_empty());
+}

@@ -43,6 +43,9 @@ pub struct Faults {
     /// Answer blob GETs with a 307 to this base URL + the request path
     /// (a storage backend on another host).
     pub redirect_blobs_to: Option<String>,
+    /// Answer blob GETs with the stored bytes, last byte flipped (content
+    /// that does not match its digest).
+    pub corrupt_blobs: bool,
 }
 
 /// One request as the fake saw it.
@@ -379,6 +382,11 @@ fn handle(st: &mut State, req: &Request, body: &[u8]) -> Reply {
                     .header("Docker-Content-Digest", digest)
                     .header("Content-Type", "application/octet-stream");
                 r.body = b.clone();
+                if st.faults.corrupt_blobs && req.method == "GET" {
+                    if let Some(last) = r.body.last_mut() {
+                        *last ^= 0xff;
+                    }
+                }
                 r
             }
             None => Reply::error(404, "BLOB_UNKNOWN", "blob unknown to registry"),
