@@ -230,12 +230,20 @@ impl Settings {
     /// Read the config file (the one named, or `./guildhall-image.toml` when
     /// present) and the global flags.
     pub fn load(cli: &Cli) -> Result<Settings, SettingsError> {
-        let (file, file_path) = match &cli.config {
-            Some(p) => (read_config(p)?, Some(p.clone())),
-            None if Path::new(CONFIG_FILE).is_file() => (
-                read_config(Path::new(CONFIG_FILE))?,
-                Some(PathBuf::from(CONFIG_FILE)),
-            ),
+        // The named file, else the one in the current directory, else (for
+        // `build --project DIR`) the project's.
+        let project_file = match &cli.command {
+            crate::cli::Command::Build(b) => Some(b.project.join(CONFIG_FILE)),
+            _ => None,
+        };
+        let found = cli.config.clone().or_else(|| {
+            [Some(PathBuf::from(CONFIG_FILE)), project_file]
+                .into_iter()
+                .flatten()
+                .find(|p| p.is_file())
+        });
+        let (file, file_path) = match found {
+            Some(p) => (read_config(&p)?, Some(p)),
             None => (ConfigFile::default(), None),
         };
         let mut insecure: Vec<String> = cli

@@ -544,3 +544,41 @@ fn a_full_disk_fails_the_build_cleanly_and_the_layout_stays_valid() {
     let l = guildhall_image::layout::Layout::open(&layout).unwrap();
     assert!(l.images().unwrap().is_empty(), "nothing tagged");
 }
+
+#[test]
+fn the_projects_config_file_gives_defaults_that_flags_override() {
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("proj");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("guildhall-image.toml"),
+        format!(
+            "[build]\nbase = \"oci:{}:runner\"\n\n[image]\nlabels = {{ team = \"guild\" }}\nports = [\"4000\", \"9568\"]\n",
+            base_layout().display()
+        ),
+    )
+    .unwrap();
+    let v = json(
+        bin(work.path())
+            .args(["--json", "build", "--project"])
+            .arg(&project)
+            .arg("--release")
+            .arg(release_dir(&[]))
+            .args(["--port", "4000"]),
+    );
+    assert_eq!(v["tags"], serde_json::json!(["0.1.0"]));
+    let info = json(bin(work.path()).args([
+        "inspect",
+        "--json",
+        &format!("oci:{}:0.1.0", project.join("_build/image").display()),
+    ]));
+    assert_eq!(
+        info["labels"]["team"], "guild",
+        "labels from the config file"
+    );
+    assert_eq!(
+        info["exposed_ports"],
+        serde_json::json!(["4000/tcp"]),
+        "--port overrides the file's ports"
+    );
+}
