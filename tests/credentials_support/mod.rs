@@ -228,12 +228,52 @@ impl SecretService {
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
-            if ok {
+            if ok && (!unlocked || ss.writable()) {
                 return ss;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("the Secret Service did not come up on {}", ss.address);
+    }
+
+    /// Whether the default collection takes an item yet: the daemon answers
+    /// on the bus a moment before its unlocked login collection exists.
+    fn writable(&self) -> bool {
+        let mut child = match Command::new("secret-tool")
+            .args([
+                "store",
+                "--label=probe",
+                "service",
+                "guildhall-image-test-probe",
+                "username",
+                "probe",
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(_) => return false,
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"probe");
+        }
+        let stored = child.wait().map(|s| s.success()).unwrap_or(false);
+        if stored {
+            let _ = Command::new("secret-tool")
+                .args([
+                    "clear",
+                    "service",
+                    "guildhall-image-test-probe",
+                    "username",
+                    "probe",
+                ])
+                .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+                .output();
+        }
+        stored
     }
 
     /// `secret-tool lookup service guildhall-image username HOST`.
