@@ -354,32 +354,22 @@ fn import_docker_layer(
 
 /// `created_by` of each history entry that made a layer, in layer order.
 fn layer_history(config: &Value) -> Vec<String> {
-    config
-        .get("history")
-        .and_then(Value::as_array)
-        .map(|h| {
-            h.iter()
-                .filter(|e| {
-                    !e.get("empty_layer")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false)
-                })
-                .map(|e| {
-                    let s = e.get("created_by").and_then(Value::as_str).unwrap_or("");
-                    let s = s
-                        .trim_start_matches("/bin/sh -c ")
-                        .trim_start_matches("#(nop) ")
-                        .trim();
-                    let short: String = s.chars().take(72).collect();
-                    if short.len() < s.len() {
-                        format!("{short}…")
-                    } else {
-                        short
-                    }
-                })
-                .collect()
+    crate::image::config::layer_history(config)
+        .into_iter()
+        .map(|e| {
+            let s = e.get("created_by").and_then(Value::as_str).unwrap_or("");
+            let s = s
+                .trim_start_matches("/bin/sh -c ")
+                .trim_start_matches("#(nop) ")
+                .trim();
+            let short: String = s.chars().take(72).collect();
+            if short.len() < s.len() {
+                format!("{short}…")
+            } else {
+                short
+            }
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// What each layer of an image is, for the build's outcome: its blob, its

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{ChainEnv, chain_for};
 use crate::cli::InspectArgs;
+use crate::image::config::layer_history;
 use crate::image::manifest::{parse_index, parse_manifest, select_platform, sniff_media_type};
 use crate::image::{Digest, ImageRef, Platform, media};
 use crate::layout::Layout;
@@ -73,19 +74,7 @@ pub fn summarize(name: &str, digest: &Digest, manifest: &[u8], config: &[u8]) ->
     let cfg: Value = serde_json::from_slice(config)
         .with_context(|| format!("the config {} is not JSON", m.config.digest))?;
     // History entries that made a layer, in order, describe the layers.
-    let history: Vec<&Value> = cfg
-        .get("history")
-        .and_then(Value::as_array)
-        .map(|h| {
-            h.iter()
-                .filter(|e| {
-                    !e.get("empty_layer")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let history = layer_history(&cfg);
     let diff_ids: Vec<&Value> = cfg
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)

@@ -154,6 +154,24 @@ pub fn derive_config(base: &[u8], spec: &ConfigSpec) -> Result<Vec<u8>, ConfigEr
     Ok(serde_json::to_vec(&root).expect("a JSON value serialises"))
 }
 
+/// The history entries of a config that made a layer (not `empty_layer`),
+/// in order: entry `i` describes layer `i`.
+pub fn layer_history(config: &Value) -> Vec<&Value> {
+    config
+        .get("history")
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter(|e| {
+                    !e.get("empty_layer")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `Env` of the base with `overrides` applied: a key already present keeps its
 /// place and takes the new value; new keys are appended in order.
 pub fn merge_env(base: Option<&Value>, overrides: &[(String, String)]) -> Vec<String> {
