@@ -801,6 +801,29 @@ impl Client {
         }
     }
 
+    /// A transient status (408, 429, 5xx) on attempt `attempt`: wait the
+    /// backoff (or the server's `Retry-After`) when attempts remain, else
+    /// the error naming the request, its status and body.
+    async fn wait_or_give_up(&self, req: &Req, resp: Response, attempt: u32) -> Result<()> {
+        if attempt < self.inner.opts.max_attempts {
+            let wait = self.backoff(attempt, retry::retry_after(resp.headers()));
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                ?wait,
+                "transient status; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        }
+        let body = read_error_body(resp).await;
+        Err(RegistryError::Status {
+            method: req.method.to_string(),
+            url: req.redacted(),
+            body,
+            attempts: attempt,
+        })
+    }
+
     /// Send with transient-error retries but no registry auth (token service
     /// requests, and requests that carry their own `Authorization`).
     pub(crate) async fn send_plain(
@@ -813,29 +836,11 @@ impl Client {
         loop {
             attempt += 1;
             match self.send_once(req, authorization).await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    if retry::is_transient_status(status) {
-                        if attempt < self.inner.opts.max_attempts {
-                            let wait = self.backoff(attempt, retry::retry_after(resp.headers()));
-                            tracing::debug!(
-                                status = status.as_u16(),
-                                ?wait,
-                                "transient status; retrying"
-                            );
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        let body = read_error_body(resp).await;
-                        return Err(RegistryError::Status {
-                            method: req.method.to_string(),
-                            url: req.redacted(),
-                            body,
-                            attempts: attempt,
-                        });
-                    }
-                    return Ok(resp);
+                Ok(resp) if retry::is_transient_status(resp.status()) => {
+                    self.wait_or_give_up(req, resp, attempt).await?;
+                    continue;
                 }
+                Ok(resp) => return Ok(resp),
                 Err(f) => {
                     if attempt < self.attempts_for(&f) {
                         tokio::time::sleep(self.backoff(attempt, None)).await;
@@ -887,23 +892,8 @@ impl Client {
                     });
                 }
                 Ok(resp) if retry && retry::is_transient_status(resp.status()) => {
-                    if attempt < self.inner.opts.max_attempts {
-                        let wait = self.backoff(attempt, retry::retry_after(resp.headers()));
-                        tracing::debug!(
-                            status = resp.status().as_u16(),
-                            ?wait,
-                            "transient status; retrying"
-                        );
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    let body = read_error_body(resp).await;
-                    return Err(RegistryError::Status {
-                        method: req.method.to_string(),
-                        url: req.redacted(),
-                        body,
-                        attempts: attempt,
-                    });
+                    self.wait_or_give_up(req, resp, attempt).await?;
+                    continue;
                 }
                 Ok(resp) => return Ok(Sent::Answer(resp)),
                 Err(f) if retry => {
