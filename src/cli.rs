@@ -94,6 +94,10 @@ pub struct BuildArgs {
     /// Run `MIX_ENV=prod mix release` in the project first.
     #[arg(long)]
     pub mix: bool,
+    /// Most a release tarball may extract to (default 8GiB): a bound on what
+    /// a hostile or broken tarball can write to scratch.
+    #[arg(long, value_name = "SIZE")]
+    pub max_release_size: Option<String>,
     /// Base image: HOST[:PORT]/REPO[:TAG|@sha256:…], a Docker Hub name (debian:bookworm-slim), or oci:DIR[:TAG].
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,

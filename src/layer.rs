@@ -106,6 +106,9 @@ pub struct LayerEntry {
     /// The file, directory or symlink on disk (never followed). A directory
     /// entry adds the directory alone, not its contents.
     pub source: PathBuf,
+    /// Permission bits to write instead of the source's: a release file
+    /// whose setuid/setgid bits were dropped from its host-side copy.
+    pub mode: Option<u32>,
 }
 
 /// The entries of one layer, in any order: they are sorted when written.
@@ -140,7 +143,21 @@ impl PlannedLayer {
         self.entries.push(LayerEntry {
             dest,
             source: source.into(),
+            mode: None,
         });
+    }
+
+    /// Give the entries whose source is in `modes` (source path → mode)
+    /// that mode instead of the file's own.
+    pub fn override_modes(&mut self, modes: &BTreeMap<PathBuf, u32>) {
+        if modes.is_empty() {
+            return;
+        }
+        for e in &mut self.entries {
+            if let Some(m) = modes.get(&e.source) {
+                e.mode = Some(*m & 0o7777);
+            }
+        }
     }
 
     /// Add `source` as `dest` and, when it is a directory (not a symlink to
@@ -439,6 +456,9 @@ pub fn fingerprint(layer: &PlannedLayer, opts: &LayerOptions) -> Result<Digest, 
         h.update(e.dest.as_os_str().as_bytes());
         h.update(b"\0");
         h.update(e.source.as_os_str().as_bytes());
+        if let Some(mode) = e.mode {
+            h.update(format!("\0mode {mode:o}").as_bytes());
+        }
         h.update(
             format!(
                 "\0{:o} {} {} {}.{} {}.{} {} {} {}\n",
@@ -495,7 +515,7 @@ fn write_tar<W: Write>(
         let dest = entry.dest.as_os_str().as_bytes();
         let meta = fs::symlink_metadata(src).map_err(io_err("reading", src))?;
         let ft = meta.file_type();
-        let mode = meta.mode() & 0o7777;
+        let mode = entry.mode.unwrap_or(meta.mode() & 0o7777);
         if ft.is_dir() {
             let mut name = dest.to_vec();
             name.push(b'/');
@@ -519,7 +539,7 @@ fn write_tar<W: Write>(
                 }
                 .into());
             }
-            let mode = meta.mode() & 0o7777;
+            let mode = entry.mode.unwrap_or(meta.mode() & 0o7777);
             if meta.nlink() > 1 {
                 if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
                     let first = first.as_os_str().as_bytes();

@@ -24,6 +24,10 @@ const OCI_LAYOUT_FILE: &str = "oci-layout";
 const INDEX_FILE: &str = "index.json";
 const TMP_DIR: &str = ".guildhall-tmp";
 const LOCK_FILE: &str = ".guildhall-lock";
+/// Held shared by every command writing blobs of an image not yet tagged
+/// (a build, a base pull), exclusively by `gc`: so `gc` never deletes what a
+/// running build is about to tag.
+const WRITERS_LOCK: &str = ".guildhall-writers";
 
 /// What went wrong, and where.
 #[derive(Debug, thiserror::Error)]
@@ -295,22 +299,43 @@ impl Layout {
         w.commit(Some(&digest))
     }
 
-    /// Copy a blob from another layout (hard link when possible).
+    /// Copy a blob from another layout, verifying its digest on the way.
+    ///
+    /// Never a hard link: the other layout (the base cache, an `oci:` base)
+    /// is another trust domain, and a shared inode would let a later change
+    /// there alter this layout's blob unseen. A blob whose bytes do not hash
+    /// to its name is refused ([`LayoutError::DigestMismatch`] naming the
+    /// source file) and nothing is stored.
     pub fn copy_blob_from(&self, other: &Layout, digest: &Digest) -> Result<()> {
         if self.has_blob(digest) {
             return Ok(());
         }
         let src = other.blob_path(digest);
-        let dst = self.blob_path(digest);
-        if fs::hard_link(&src, &dst).is_ok() {
-            return Ok(());
-        }
         let mut r = other.open_blob(digest)?;
         let mut w = self.blob_writer()?;
         let tmp = w.tmp_path().to_owned();
         io::copy(&mut r, &mut w).map_err(io_err("copying a blob into", &tmp))?;
-        w.commit(Some(digest))?;
+        w.commit(Some(digest)).map_err(|e| match e {
+            LayoutError::DigestMismatch {
+                expected, actual, ..
+            } => LayoutError::DigestMismatch {
+                what: src.display().to_string(),
+                expected,
+                actual,
+            },
+            e => e,
+        })?;
         Ok(())
+    }
+
+    /// Remove one blob (a corrupt cache entry); absent is fine.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        let p = self.blob_path(digest);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", &p)(e)),
+        }
     }
 
     /// The parsed `index.json`.
@@ -402,9 +427,18 @@ impl Layout {
     /// Point each tag at the manifest `digest` (adding it, or moving it from
     /// another image), under the layout lock, swapping `index.json`
     /// atomically. The manifest blob must already be stored.
+    ///
+    /// Every blob the image references (config, layers, the manifests of an
+    /// index) must be present: a tag never points at an incomplete image.
     pub fn set_tags(&self, media_type: &str, digest: &Digest, tags: &[String]) -> Result<()> {
         let size = self.blob_size(digest)?;
         let _lock = self.lock()?;
+        if let Some(missing) = self.first_missing_blob(media_type, digest)? {
+            return Err(LayoutError::MissingBlob {
+                path: self.root.clone(),
+                digest: missing,
+            });
+        }
         let mut index = self.read_index()?;
         let manifests = index["manifests"]
             .as_array_mut()
@@ -472,7 +506,11 @@ impl Layout {
     }
 
     /// Delete blobs nothing in `index.json` reaches, and stale temp files.
+    ///
+    /// Waits until no command is writing to the layout (see [`Layout::work`]):
+    /// blobs of an image being built are referenced by nothing yet.
     pub fn gc(&self) -> Result<GcReport> {
+        let _writers = self.flock(WRITERS_LOCK, libc::LOCK_EX)?;
         let _lock = self.lock()?;
         let keep = self.reachable()?;
         let mut report = GcReport::default();
@@ -491,7 +529,7 @@ impl Layout {
             report.bytes += len;
             report.removed.push(d);
         }
-        let _ = fs::remove_dir_all(self.root.join(TMP_DIR));
+        remove_tree(&self.root.join(TMP_DIR));
         report.removed.sort();
         Ok(report)
     }
@@ -585,19 +623,110 @@ impl Layout {
     }
 
     fn lock(&self) -> Result<LockGuard> {
-        let p = self.root.join(LOCK_FILE);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("opening", &p))?;
-        // SAFETY: flock on a valid open descriptor; released when `f` closes.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io_err("locking", &p)(io::Error::last_os_error()));
+        self.flock(LOCK_FILE, libc::LOCK_EX)
+    }
+
+    fn flock(&self, name: &str, how: libc::c_int) -> Result<LockGuard> {
+        let p = self.root.join(name);
+        flock_path(&p, how)?
+            .ok_or_else(|| io_err("locking", &p)(io::Error::from(io::ErrorKind::WouldBlock)))
+    }
+
+    /// The first blob reachable from `digest` that is not stored.
+    fn first_missing_blob(&self, media_type: &str, digest: &Digest) -> Result<Option<Digest>> {
+        let mut todo = vec![(media_type.to_owned(), digest.clone())];
+        let mut seen = BTreeSet::new();
+        while let Some((mt, d)) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if !self.has_blob(&d) {
+                return Ok(Some(d));
+            }
+            if media::is_index(&mt) || media::is_manifest(&mt) {
+                let bytes = self.read_blob(&d)?;
+                let v: Value =
+                    serde_json::from_slice(&bytes).map_err(|e| LayoutError::BadJson {
+                        path: self.blob_path(&d),
+                        reason: e.to_string(),
+                    })?;
+                todo.extend(children(&v));
+            }
         }
-        Ok(LockGuard { _file: f })
+        Ok(None)
+    }
+
+    /// Start writing to the layout: a shared hold that keeps `gc` out until
+    /// it is dropped, and a scratch directory of this command's own under
+    /// `.guildhall-tmp/` (removed on drop). Scratch left behind by commands
+    /// that died (`kill -9`, a crash) is removed first: each scratch
+    /// directory is flock-ed by its owner, so a lock that can be taken
+    /// belongs to no live process.
+    pub fn work(&self) -> Result<Work> {
+        let writers = self.flock(WRITERS_LOCK, libc::LOCK_SH)?;
+        let tmp = self.root.join(TMP_DIR);
+        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        self.sweep_dead_scratch(&tmp);
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = tmp.join(format!("work-{}-{n}", std::process::id()));
+        fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+        let lock = match flock_path(&dir.join(".lock"), libc::LOCK_EX | libc::LOCK_NB)? {
+            Some(l) => l,
+            None => {
+                return Err(io_err("locking", &dir)(io::Error::from(
+                    io::ErrorKind::WouldBlock,
+                )));
+            }
+        };
+        Ok(Work {
+            dir,
+            _lock: lock,
+            _writers: writers,
+        })
+    }
+
+    /// Whether another command is writing to the layout right now (so `gc`
+    /// would wait for it).
+    pub fn is_being_written(&self) -> bool {
+        matches!(
+            flock_path(&self.root.join(WRITERS_LOCK), libc::LOCK_EX | libc::LOCK_NB),
+            Ok(None)
+        )
+    }
+
+    /// Remove the scratch directories and blob temp files of dead commands.
+    fn sweep_dead_scratch(&self, tmp: &Path) {
+        let Ok(entries) = fs::read_dir(tmp) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dead = if name.starts_with("work-") {
+                // Taking the owner's lock proves the owner is gone.
+                matches!(
+                    flock_path(&path.join(".lock"), libc::LOCK_EX | libc::LOCK_NB),
+                    Ok(Some(_))
+                ) || !path.join(".lock").exists()
+            } else if let Some(pid) = name
+                .strip_prefix("blob-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            } else {
+                // Scratch of older versions (release-*, buildkit-*), by age.
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600))
+            };
+            if dead {
+                tracing::debug!(path = %path.display(), "removing scratch of a command that is gone");
+                remove_tree(&path);
+            }
+        }
     }
 
     fn write_index(&self, index: &Value) -> Result<()> {
@@ -623,6 +752,73 @@ impl Layout {
 
 struct LockGuard {
     _file: File,
+}
+
+/// A command writing to a layout (see [`Layout::work`]).
+pub struct Work {
+    dir: PathBuf,
+    _lock: LockGuard,
+    _writers: LockGuard,
+}
+
+impl Work {
+    /// This command's scratch directory (inside the layout, so files can be
+    /// renamed into `blobs/` and extracted trees stay on the same disk).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        remove_tree(&self.dir);
+    }
+}
+
+/// `flock` a file (created if need be); `Ok(None)` when `LOCK_NB` was asked
+/// and someone else holds it.
+fn flock_path(p: &Path, how: libc::c_int) -> Result<Option<LockGuard>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .map_err(io_err("opening", p))?;
+    // SAFETY: flock on a valid open descriptor; released when `f` closes.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), how) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(io_err("locking", p)(e));
+    }
+    Ok(Some(LockGuard { _file: f }))
+}
+
+/// Remove a directory tree, making read-only directories writable first
+/// (an extracted release may have some); failures are only logged.
+fn remove_tree(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return;
+    }
+    fn unlock(p: &Path) {
+        if let Ok(m) = fs::symlink_metadata(p) {
+            if m.is_dir() {
+                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+                if let Ok(it) = fs::read_dir(p) {
+                    for e in it.flatten() {
+                        unlock(&e.path());
+                    }
+                }
+            }
+        }
+    }
+    unlock(path);
+    if let Err(e) = fs::remove_dir_all(path) {
+        tracing::warn!("could not remove scratch {}: {e}", path.display());
+    }
 }
 
 /// A blob being written: hashing as it goes, committed under its digest.

@@ -10,6 +10,7 @@ pub mod image;
 pub mod layer;
 pub mod layout;
 pub mod preflight;
+pub mod process;
 pub mod progress;
 pub mod registry;
 pub mod release;

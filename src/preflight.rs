@@ -1127,7 +1127,7 @@ mod tests {
             }
         }
         fs::write(root.join("lib/crypto-5.1.2/priv/lib/readme.txt"), "not ELF").unwrap();
-        Some(Release::open(&root, &dir.join("scratch")).unwrap())
+        Some(Release::open(&root, &dir.join("scratch"), Default::default()).unwrap())
     }
 
     fn interpreter_of(path: &Path) -> String {
@@ -1539,6 +1539,7 @@ mod tests {
         let release = Release::open(
             &work.join("_build/prod/rel/guildhall"),
             &std::env::temp_dir(),
+            Default::default(),
         )
         .unwrap();
         let open = |layers: &[(PathBuf, bool)]| {

@@ -90,6 +90,8 @@ pub struct BuildSection {
     pub own_apps: Vec<String>,
     /// Static assets at least this big get a layer of their own (bytes or "1MiB").
     pub assets_layer_min: Option<String>,
+    /// Most a release tarball may extract to (bytes or "8GiB").
+    pub max_release_size: Option<String>,
 }
 
 /// `[image]`.
@@ -205,6 +207,8 @@ pub struct BuildSettings {
     pub own_apps: Vec<String>,
     /// Static assets at least this big get their own layer.
     pub assets_layer_min: u64,
+    /// Bounds on extracting a release tarball.
+    pub release_limits: crate::release::ExtractLimits,
     /// Push afterwards, to this target.
     pub push: Option<Target>,
     /// Digest file for --push.
@@ -302,6 +306,13 @@ impl Settings {
             .map(str::to_owned)
             .or_else(|| self.file.default_target.clone())
             .unwrap_or_else(|| "forgejo".into());
+        if crate::image::reference::has_userinfo(&name) {
+            // Never repeat it: it holds a password.
+            return Err(invalid(
+                "--to",
+                crate::image::reference::ReferenceError::Credentials.to_string(),
+            ));
+        }
         let builtin = |n: &str| -> Option<(&str, u64)> {
             match n {
                 "forgejo" => Some(("git.guildhouse.dev/tking/guildhall", DEFAULT_CHUNK)),
@@ -418,6 +429,19 @@ impl Settings {
             Some(s) => parse_size(s).map_err(|r| invalid("build.assets_layer_min", r))?,
             None => 1024 * 1024,
         };
+        let max_extracted = match a
+            .max_release_size
+            .as_deref()
+            .map(|v| ("--max-release-size", v))
+            .or_else(|| {
+                f.build
+                    .max_release_size
+                    .as_deref()
+                    .map(|v| ("build.max_release_size", v))
+            }) {
+            Some((what, v)) => parse_size(v).map_err(|r| invalid(what, r))?,
+            None => crate::release::DEFAULT_MAX_EXTRACTED,
+        };
         let push = if a.push {
             Some(self.target(a.to.as_deref())?)
         } else {
@@ -448,6 +472,9 @@ impl Settings {
             offline: a.offline,
             own_apps: f.build.own_apps.clone(),
             assets_layer_min,
+            release_limits: crate::release::ExtractLimits {
+                max_bytes: max_extracted,
+            },
             push,
             digest_file: a.digest_file.clone(),
             gc: a.gc,
@@ -610,6 +637,15 @@ mod tests {
                 .to_string()
                 .contains("forgejo")
         );
+    }
+
+    #[test]
+    fn a_target_with_credentials_in_it_is_refused_without_repeating_them() {
+        let s = Settings::from_file(ConfigFile::default());
+        for to in ["bob:Secret@host.example/repo", "bob:Secret@nowhere"] {
+            let e = s.target(Some(to)).unwrap_err().to_string();
+            assert!(!e.contains("Secret") && e.contains("credentials"), "{e}");
+        }
     }
 
     #[test]

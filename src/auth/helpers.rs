@@ -9,7 +9,7 @@
 //! secret), and "credentials not found" is an answer, not a failure.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -126,7 +126,7 @@ impl Helper {
             program: program.clone(),
             source,
         };
-        let mut child = match Command::new(&program)
+        let mut child = match crate::process::command(&program)
             .arg("get")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

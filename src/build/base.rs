@@ -206,3 +206,57 @@ fn from_layout(
         layout,
     })
 }
+
+/// Copy the base's blobs into `layout`, each verified against its digest.
+///
+/// A blob of the base cache that does not hash to its name (a flipped byte,
+/// a bad disk) is removed from the cache and, when a client is at hand, the
+/// base is pulled again once; from an `oci:` layout, or offline, the build
+/// stops with the corrupt file named.
+pub async fn install(
+    base: BaseImage,
+    reference: &ImageRef,
+    want: &Platform,
+    layout: &Layout,
+    src: &BaseSource<'_>,
+) -> Result<BaseImage> {
+    match copy_blobs(&base, layout) {
+        Ok(()) => Ok(base),
+        Err(LayoutError::DigestMismatch {
+            what,
+            expected,
+            actual,
+        }) if matches!(reference, ImageRef::Registry(_))
+            && base.layout.root() == src.cache.root() =>
+        {
+            src.cache.remove_blob(&expected)?;
+            let note = format!(
+                "the cached base blob {what} is corrupt (it hashes to {actual}); removed it from the cache"
+            );
+            let (ImageRef::Registry(r), Some(_)) = (reference, src.client) else {
+                bail!("{note}; build again without --offline to pull it afresh");
+            };
+            src.progress
+                .say(format!("warning: {note}; pulling {r} again"));
+            let again = from_registry(r, want, src).await?;
+            copy_blobs(&again, layout).with_context(|| {
+                format!("copying the base {r} into {}", layout.root().display())
+            })?;
+            Ok(again)
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "copying the base {} into {}",
+                base.name,
+                layout.root().display()
+            )
+        }),
+    }
+}
+
+fn copy_blobs(base: &BaseImage, layout: &Layout) -> std::result::Result<(), LayoutError> {
+    for l in base.layers() {
+        layout.copy_blob_from(&base.layout, &l.digest)?;
+    }
+    Ok(())
+}

@@ -359,7 +359,7 @@ impl Invocation {
     }
 
     fn command(&self) -> Command {
-        let mut c = Command::new(&self.program);
+        let mut c = crate::process::command(&self.program);
         c.args(&self.args);
         for (k, v) in &self.env {
             c.env(k, v);
@@ -654,7 +654,7 @@ impl Probe for SystemProbe {
 }
 
 fn quick(program: &Path, args: &[&str], env: &EngineEnv) -> Result<String, String> {
-    let mut cmd = Command::new(program);
+    let mut cmd = crate::process::command(program);
     if let Some(h) = &env.docker_host {
         cmd.env("DOCKER_HOST", h);
     }
@@ -890,12 +890,13 @@ pub fn build_blocking(
         engine.program.display()
     ));
 
-    let scratch = layout.root().join(".guildhall-tmp");
-    fs::create_dir_all(&scratch).map_err(io_err("creating", &scratch))?;
+    // Keeps `gc` out while blobs of the untagged image are written.
+    let session = layout.work()?;
+    let scratch = session.dir();
     let work = tempfile::Builder::new()
         .prefix("buildkit-")
-        .tempdir_in(&scratch)
-        .map_err(io_err("creating a temporary directory in", &scratch))?;
+        .tempdir_in(scratch)
+        .map_err(io_err("creating a temporary directory in", scratch))?;
 
     let project_facts = MixFacts::read(&s.project);
     let vcs = Vcs::discover(&s.project);

@@ -105,10 +105,12 @@ impl DirectBuild<'_> {
             }
         }
 
-        // The base's blobs first, so the layout holds the whole image.
-        for l in base.layers() {
-            self.layout.copy_blob_from(&base.layout, &l.digest)?;
-        }
+        // The base's blobs are in the layout already (`base::install`).
+        debug_assert!(
+            base.layers()
+                .iter()
+                .all(|l| self.layout.has_blob(&l.digest))
+        );
 
         let plan = release.plan(&PlanOptions {
             own_apps: s.own_apps.clone(),

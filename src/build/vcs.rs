@@ -2,7 +2,6 @@
 //! the image's source/revision labels and a reproducible creation time.
 
 use std::path::Path;
-use std::process::Command;
 
 /// Git facts about a project directory; empty outside a checkout.
 #[derive(Clone, Debug, Default)]
@@ -19,7 +18,7 @@ impl Vcs {
     /// Ask git about `dir` (no error when git or the checkout is absent).
     pub fn discover(dir: &Path) -> Vcs {
         let git = |args: &[&str]| -> Option<String> {
-            let out = Command::new("git")
+            let out = crate::process::command("git")
                 .arg("-C")
                 .arg(dir)
                 .args(args)

@@ -2,7 +2,6 @@
 //! result in the layout, and optionally push it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -26,7 +25,11 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
     let layout = Layout::create_or_open(&s.layout)
         .with_context(|| format!("opening the layout {}", s.layout.display()))?;
     let outcome = match s.engine {
-        Engine::Direct => direct(settings, &s, &layout, &progress).await?,
+        Engine::Direct => {
+            // Held until the image is tagged: `gc` waits for it.
+            let work = layout.work()?;
+            direct(settings, &s, &layout, work.dir(), &progress).await?
+        }
         Engine::Buildkit => {
             // The Dockerfile decides these; say so rather than drop them silently.
             for (flag, given) in [
@@ -64,6 +67,12 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
         None => None,
     };
     if s.gc {
+        if layout.is_being_written() {
+            progress.say(format!(
+                "gc: waiting for another command writing to {} to finish",
+                layout.root().display()
+            ));
+        }
         let r = layout.gc()?;
         progress.say(format!(
             "gc: removed {} blobs ({})",
@@ -80,6 +89,7 @@ async fn direct(
     settings: &Settings,
     s: &BuildSettings,
     layout: &Layout,
+    scratch: &Path,
     progress: &Progress,
 ) -> Result<BuildOutcome> {
     if s.mix {
@@ -93,8 +103,7 @@ async fn direct(
             p
         }
     };
-    let scratch = layout.root().join(".guildhall-tmp");
-    let release = Release::open(&release_path, &scratch)?;
+    let release = Release::open(&release_path, scratch, s.release_limits)?;
     let tags = if s.tags.is_empty() {
         vec![default_tag(release.version())]
     } else {
@@ -109,6 +118,7 @@ async fn direct(
             settings.cache_dir.display()
         )
     })?;
+    let _cache_work = cache.work()?;
     let pull_client = if s.offline {
         None
     } else {
@@ -121,6 +131,19 @@ async fn direct(
     let base = base::resolve(
         &s.base,
         release.platform(),
+        &BaseSource {
+            client: pull_client.as_ref(),
+            cache: &cache,
+            progress,
+        },
+    )
+    .await?;
+    // The base's blobs first (verified), so the layout holds the whole image.
+    let base = base::install(
+        base,
+        &s.base,
+        release.platform(),
+        layout,
         &BaseSource {
             client: pull_client.as_ref(),
             cache: &cache,
@@ -173,10 +196,10 @@ fn print_outcome(
         }
     }
     for t in &o.tags {
-        println!("oci:{}:{t}@{}", o.layout, o.digest);
+        crate::out!("oci:{}:{t}@{}", o.layout, o.digest);
     }
     if let Some(p) = pushed {
-        println!("{}", p.reference);
+        crate::out!("{}", p.reference);
     }
 }
 
@@ -235,7 +258,7 @@ pub fn find_release(project: &Path) -> Result<PathBuf> {
 
 fn run_mix_release(project: &Path) -> Result<()> {
     eprintln!("running MIX_ENV=prod mix release in {}", project.display());
-    let status = Command::new("mix")
+    let status = crate::process::command("mix")
         .args(["release", "--overwrite"])
         .current_dir(project)
         .env("MIX_ENV", "prod")

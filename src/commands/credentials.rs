@@ -33,7 +33,7 @@ fn list(settings: &Settings) -> Result<()> {
         } else {
             stores.join(", ")
         };
-        println!("No registry credentials stored in the OS keyring (stores: {stores}).");
+        crate::out!("No registry credentials stored in the OS keyring (stores: {stores}).");
         return Ok(());
     }
     let w = stored
@@ -48,14 +48,14 @@ fn list(settings: &Settings) -> Result<()> {
         .max()
         .unwrap_or(0)
         .max("USER".len());
-    println!("{:<w$}  {:<wu$}  STORE", "REGISTRY", "USER");
+    crate::out!("{:<w$}  {:<wu$}  STORE", "REGISTRY", "USER");
     for s in &stored {
         let note = s
             .unverified
             .as_deref()
             .map(|r| format!(" (not checked: {r})"))
             .unwrap_or_default();
-        println!(
+        crate::out!(
             "{:<w$}  {:<wu$}  {}{note}",
             s.host,
             s.username.as_deref().unwrap_or("?"),
@@ -85,7 +85,7 @@ fn explain(settings: &Settings, host: &str) -> Result<()> {
         return Ok(());
     }
     match winner {
-        Some(w) => println!(
+        Some(w) => crate::out!(
             "{host}: credentials from {}, user {}{}",
             w.answer.as_deref().unwrap_or("?"),
             w.username.as_deref().unwrap_or("?"),
@@ -95,7 +95,7 @@ fn explain(settings: &Settings, host: &str) -> Result<()> {
                 ""
             }
         ),
-        None => println!("{host}: no credentials; requests go anonymously"),
+        None => crate::out!("{host}: no credentials; requests go anonymously"),
     }
     let ws = answers.iter().map(|a| a.source.len()).max().unwrap_or(0);
     let mut answered = false;
@@ -116,9 +116,9 @@ fn explain(settings: &Settings, host: &str) -> Result<()> {
             }
             (None, None) => "-".into(),
         };
-        println!("  {:<ws$}  {what}", a.source);
+        crate::out!("  {:<ws$}  {what}", a.source);
     }
-    println!(
+    crate::out!(
         "  (as for a push to {host}; GUILDHALL_IMAGE_USERNAME/PASSWORD apply to the push target only)"
     );
     Ok(())

@@ -16,6 +16,12 @@ pub fn run(settings: &Settings, a: &GcArgs) -> Result<()> {
         .or_else(|| settings.file.build.layout.clone())
         .unwrap_or_else(|| "_build/image".into());
     let layout = Layout::open(&dir)?;
+    if layout.is_being_written() {
+        super::progress(settings).say(format!(
+            "waiting for a build writing to {} to finish",
+            dir.display()
+        ));
+    }
     let report = layout.gc()?;
     let fsck = if a.fsck {
         Some(layout.fsck(true)?)
@@ -27,7 +33,7 @@ pub fn run(settings: &Settings, a: &GcArgs) -> Result<()> {
             &json!({"layout": dir, "removed": report.removed, "bytes_freed": report.bytes, "fsck": fsck}),
         );
     } else {
-        println!(
+        crate::out!(
             "removed {} blobs ({}) from {}",
             report.removed.len(),
             human_bytes(report.bytes),
@@ -35,7 +41,7 @@ pub fn run(settings: &Settings, a: &GcArgs) -> Result<()> {
         );
         if let Some(f) = &fsck {
             if f.problems.is_empty() {
-                println!("fsck: {} blobs checked, all well", f.blobs_checked);
+                crate::out!("fsck: {} blobs checked, all well", f.blobs_checked);
             }
         }
     }

@@ -125,33 +125,33 @@ fn print_text(s: &Value) {
             }
         })
     };
-    println!("{}", str_of(&s["name"]));
-    println!("  digest:    {}", str_of(&s["digest"]));
-    println!("  platform:  {}", str_of(&s["platform"]));
-    println!("  created:   {}", str_of(&s["created"]));
-    println!(
+    crate::out!("{}", str_of(&s["name"]));
+    crate::out!("  digest:    {}", str_of(&s["digest"]));
+    crate::out!("  platform:  {}", str_of(&s["platform"]));
+    crate::out!("  created:   {}", str_of(&s["created"]));
+    crate::out!(
         "  size:      {}",
         human_bytes(s["size"].as_u64().unwrap_or(0))
     );
-    println!("  cmd:       {}", str_of(&s["cmd"]));
+    crate::out!("  cmd:       {}", str_of(&s["cmd"]));
     if !s["entrypoint"].is_null() {
-        println!("  entrypoint: {}", str_of(&s["entrypoint"]));
+        crate::out!("  entrypoint: {}", str_of(&s["entrypoint"]));
     }
-    println!("  user:      {}", str_of(&s["user"]));
-    println!("  workdir:   {}", str_of(&s["working_dir"]));
-    println!("  ports:     {}", str_of(&s["exposed_ports"]));
-    println!("  env:");
+    crate::out!("  user:      {}", str_of(&s["user"]));
+    crate::out!("  workdir:   {}", str_of(&s["working_dir"]));
+    crate::out!("  ports:     {}", str_of(&s["exposed_ports"]));
+    crate::out!("  env:");
     for e in s["env"].as_array().into_iter().flatten() {
-        println!("    {}", str_of(e));
+        crate::out!("    {}", str_of(e));
     }
-    println!("  labels:");
+    crate::out!("  labels:");
     for (k, v) in s["labels"].as_object().into_iter().flatten() {
-        println!("    {k}={}", str_of(v));
+        crate::out!("    {k}={}", str_of(v));
     }
-    println!("  layers:");
+    crate::out!("  layers:");
     for l in s["layers"].as_array().into_iter().flatten() {
         let d = str_of(&l["digest"]);
-        println!(
+        crate::out!(
             "    {}  {:>10}  {}",
             d.get(7..19).unwrap_or(&d),
             human_bytes(l["size"].as_u64().unwrap_or(0)),

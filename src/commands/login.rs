@@ -45,7 +45,7 @@ pub async fn run(settings: &Settings, a: &LoginArgs) -> Result<()> {
         } else {
             ""
         };
-        println!(
+        crate::out!(
             "Logged in to {host} as {username}{checked}; credentials stored in the OS keyring ({store})."
         );
     }

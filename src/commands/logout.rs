@@ -28,16 +28,16 @@ pub async fn run(settings: &Settings, a: &LogoutArgs) -> Result<()> {
         }));
     } else if !settings.quiet {
         if removed.is_empty() {
-            println!("Not logged in to {host}: no credentials stored in the OS keyring.");
+            crate::out!("Not logged in to {host}: no credentials stored in the OS keyring.");
         } else {
             let stores: Vec<&str> = removed.iter().map(|s| s.name()).collect();
-            println!(
+            crate::out!(
                 "Logged out of {host}: credentials removed from the OS keyring ({}).",
                 stores.join(", ")
             );
         }
         if docker_has {
-            println!(
+            crate::out!(
                 "Note: the docker config {} still has credentials for {host} (not changed; use `docker logout {host}`).",
                 docker.path().display()
             );

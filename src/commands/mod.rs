@@ -8,6 +8,7 @@ pub mod gc;
 pub mod inspect;
 pub mod login;
 pub mod logout;
+pub mod output;
 pub mod push;
 
 use std::io::Read;
@@ -97,5 +98,5 @@ pub fn client(settings: &Settings, chain: Chain, target: Option<&Target>) -> Res
 
 /// Print a JSON value on stdout.
 pub fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    crate::out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

@@ -34,7 +34,7 @@ pub async fn run(settings: &Settings, a: &PushArgs) -> Result<()> {
     if settings.json {
         super::print_json(&json!(report));
     } else {
-        println!("{}", report.reference);
+        crate::out!("{}", report.reference);
     }
     Ok(())
 }

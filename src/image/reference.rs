@@ -52,6 +52,35 @@ pub enum ReferenceError {
         /// Why.
         reason: String,
     },
+    /// The reference carries user info (`user:password@host/…`). The input
+    /// is not kept: it holds a secret.
+    #[error(
+        "an image reference must not contain credentials (`USER:PASSWORD@` before the registry); \
+         run `guildhall-image login HOST` or set GUILDHALL_IMAGE_USERNAME/GUILDHALL_IMAGE_PASSWORD instead"
+    )]
+    Credentials,
+}
+
+/// Whether `s` looks like `[scheme://]user[:password]@host/…`: an `@`
+/// before the first `/` that does not start a digest (`name@sha256:…`).
+pub fn has_userinfo(s: &str) -> bool {
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    let first = s.split('/').next().unwrap_or(s);
+    match first.split_once('@') {
+        Some((_, after)) => {
+            // `debian@sha256:…` (a Docker Hub short name with a digest) is fine.
+            let digest_like = after.split_once(':').is_some_and(|(algo, hex)| {
+                !algo.is_empty()
+                    && algo
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+._-".contains(c))
+                    && !hex.is_empty()
+                    && hex.chars().all(|c| c.is_ascii_hexdigit())
+            });
+            !digest_like || s.contains('/')
+        }
+        None => false,
+    }
 }
 
 const DOCKER_HUB: &str = "docker.io";
@@ -158,6 +187,9 @@ impl RegistryRef {
 impl FromStr for RegistryRef {
     type Err = ReferenceError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if has_userinfo(s) {
+            return Err(ReferenceError::Credentials);
+        }
         let parsed: oci_spec::distribution::Reference = s.parse().map_err(
             |e: oci_spec::distribution::ParseError| ReferenceError::Invalid {
                 input: s.into(),
@@ -308,6 +340,27 @@ mod tests {
                 tag: None
             })
         );
+    }
+
+    #[test]
+    fn credentials_in_a_reference_are_refused_without_being_repeated() {
+        for s in [
+            "bob:Secret@host.example/repo",
+            "bob:Secret@127.0.0.1:5000/repo:tag",
+            "https://bob:Secret@host.example/repo",
+            "bob@host.example/repo",
+            "bob:Secret@debian",
+        ] {
+            let e = s.parse::<RegistryRef>().unwrap_err();
+            assert!(matches!(e, ReferenceError::Credentials), "{s}: {e}");
+            assert!(!e.to_string().contains("Secret"), "{e}");
+            let e = s.parse::<ImageRef>().unwrap_err().to_string();
+            assert!(!e.contains("Secret"), "{e}");
+        }
+        let d = format!("debian@sha256:{}", "a".repeat(64));
+        assert!(r(&d).digest.is_some());
+        let d = format!("host.example/x/y@sha256:{}", "a".repeat(64));
+        assert!(r(&d).digest.is_some());
     }
 
     #[test]

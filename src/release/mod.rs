@@ -1,15 +1,18 @@
 //! Reading a mix release (directory or tarball): name, version, ERTS, apps,
 //! and the plan of layers it becomes. Knows nothing about registries.
 
+mod confine;
 mod extract;
 mod plan;
 mod rel_file;
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use extract::{DEFAULT_MAX_EXTRACTED, ExtractLimits};
 pub use plan::{LayerPlan, OTP_APPS, PlanOptions};
 
 use crate::image::Platform;
@@ -99,6 +102,16 @@ pub enum ReleaseError {
         /// The release's applications, comma-separated.
         available: String,
     },
+    /// The tarball extracts to more than the limit.
+    #[error(
+        "release tarball {path} extracts to more than {limit} bytes; raise the limit with --max-release-size if it really is that big"
+    )]
+    TooLarge {
+        /// The tarball.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A filesystem operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -155,6 +168,9 @@ pub struct Release {
     apps: Vec<App>,
     has_server: bool,
     platform: Platform,
+    /// Modes with setuid/setgid bits the scratch copy of a tarball does not
+    /// carry (release-relative path → mode for the image).
+    special_modes: BTreeMap<PathBuf, u32>,
     /// Keeps an extracted tarball alive as long as the release.
     _extracted: Option<tempfile::TempDir>,
 }
@@ -163,7 +179,11 @@ impl Release {
     /// Open a release: `path` is a release directory (`_build/prod/rel/<app>`)
     /// or the `.tar.gz` of mix's `:tar` step, which is extracted into a fresh
     /// temporary directory under `scratch` (removed when the `Release` is dropped).
-    pub fn open(path: &Path, scratch: &Path) -> Result<Release, ReleaseError> {
+    pub fn open(
+        path: &Path,
+        scratch: &Path,
+        limits: ExtractLimits,
+    ) -> Result<Release, ReleaseError> {
         let meta = fs::metadata(path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 ReleaseError::NotFound {
@@ -185,7 +205,7 @@ impl Release {
                 path: path.to_owned(),
                 source,
             })?;
-            return Release::read(root, path.to_owned(), None);
+            return Release::read(root, path.to_owned(), None, Default::default());
         }
         if !meta.is_file() || !is_gzip(path)? {
             return Err(ReleaseError::UnknownKind {
@@ -214,49 +234,76 @@ impl Release {
                 source,
             }
         })?;
-        extract::extract(path, tmp.path())?;
+        let extracted = extract::extract(path, tmp.path(), limits)?;
         let root = single_subdir_root(tmp.path());
-        Release::read(root, path.to_owned(), Some(tmp))
+        // Modes are keyed by path inside the release root.
+        let prefix = root
+            .strip_prefix(tmp.path())
+            .unwrap_or(Path::new(""))
+            .to_owned();
+        let special_modes = extracted
+            .special_modes
+            .into_iter()
+            .filter_map(|(p, m)| Some((p.strip_prefix(&prefix).ok()?.to_owned(), m)))
+            .collect();
+        Release::read(root, path.to_owned(), Some(tmp), special_modes)
     }
 
     fn read(
         root: PathBuf,
         source: PathBuf,
         extracted: Option<tempfile::TempDir>,
+        special_modes: BTreeMap<PathBuf, u32>,
     ) -> Result<Release, ReleaseError> {
+        use confine::{Want, lookup, plain_component};
         let missing = |what: String| ReleaseError::Missing {
             root: root.clone(),
             what,
         };
-        if !root.join("bin").is_dir() {
+        if lookup(&root, Path::new("bin"), Want::Dir)?.is_none() {
             return Err(missing("no bin/ directory".into()));
         }
-        let start_erl = root.join("releases/start_erl.data");
-        if !start_erl.is_file() {
+        let Some(start_erl) = lookup(&root, Path::new("releases/start_erl.data"), Want::File)?
+        else {
             return Err(missing("no releases/start_erl.data".into()));
-        }
-        let text = read_text(&start_erl)?;
+        };
+        let text = confine::read_text(&start_erl)?;
         let (erts_version, version) = match text.split_whitespace().collect::<Vec<_>>()[..] {
             [erts, rel] => (erts.to_owned(), rel.to_owned()),
             _ => {
                 return Err(ReleaseError::Malformed {
                     path: start_erl,
-                    reason: format!("expected `ERTS_VSN REL_VSN`, found {:?}", text.trim()),
+                    reason: format!(
+                        "expected `ERTS_VSN REL_VSN`, found {}",
+                        confine::excerpt(text.trim())
+                    ),
                 });
             }
         };
+        plain_component(&start_erl, "the ERTS version", &erts_version)?;
+        plain_component(&start_erl, "the release version", &version)?;
 
-        let rel_dir = root.join("releases").join(&version);
-        let rel_path = find_rel_file(&root, &rel_dir).ok_or_else(|| {
-            missing(format!(
-                "no .rel file in releases/{version}/ (start_erl.data names version {version})"
-            ))
-        })?;
-        let rel =
-            rel_file::parse(&read_text(&rel_path)?).map_err(|reason| ReleaseError::Malformed {
+        let rel_dir = lookup(&root, &Path::new("releases").join(&version), Want::Dir)?;
+        let rel_path = rel_dir
+            .as_deref()
+            .and_then(|d| find_rel_file(&root, d))
+            .ok_or_else(|| {
+                missing(format!(
+                    "no .rel file in releases/{version}/ (start_erl.data names version {version})"
+                ))
+            })?;
+        let rel_path = lookup(
+            &root,
+            rel_path.strip_prefix(&root).unwrap_or(&rel_path),
+            Want::File,
+        )?
+        .ok_or_else(|| missing(format!("no .rel file in releases/{version}/")))?;
+        let rel = rel_file::parse(&confine::read_text(&rel_path)?).map_err(|reason| {
+            ReleaseError::Malformed {
                 path: rel_path.clone(),
                 reason,
-            })?;
+            }
+        })?;
         let stem = rel_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -266,17 +313,20 @@ impl Release {
                 path: rel_path,
                 reason: format!(
                     "it describes release {} {} on ERTS {}, but start_erl.data and the file name say {stem} {version} on ERTS {erts_version}",
-                    rel.name, rel.version, rel.erts_version
+                    confine::excerpt(&rel.name),
+                    confine::excerpt(&rel.version),
+                    confine::excerpt(&rel.erts_version)
                 ),
             });
         }
         let name = rel.name;
-        if !root.join("bin").join(&name).is_file() {
+        plain_component(&rel_path, "the release name", &name)?;
+        if lookup(&root, &Path::new("bin").join(&name), Want::File)?.is_none() {
             return Err(missing(format!("no bin/{name} script")));
         }
 
-        let erts_dir = root.join(format!("erts-{erts_version}"));
-        if !erts_dir.is_dir() {
+        let erts_name = format!("erts-{erts_version}");
+        let Some(erts_dir) = lookup(&root, Path::new(&erts_name), Want::Dir)? else {
             let found = erts_dirs(&root)?;
             return Err(missing(if found.is_empty() {
                 format!(
@@ -288,24 +338,34 @@ impl Release {
                     found.join(", ")
                 )
             }));
-        }
-        let beam = erts_dir.join("bin/beam.smp");
-        if !beam.is_file() {
+        };
+        let Some(beam) = lookup(
+            &root,
+            &Path::new(&erts_name).join("bin/beam.smp"),
+            Want::File,
+        )?
+        else {
             return Err(missing(format!("no erts-{erts_version}/bin/beam.smp")));
-        }
+        };
+        debug_assert!(beam.starts_with(&erts_dir));
         let platform = elf_platform(&beam)?;
 
-        let apps: Vec<App> = rel
-            .apps
-            .into_iter()
-            .map(|(name, version, start_type)| App {
-                name,
-                version,
+        let mut apps: Vec<App> = Vec::with_capacity(rel.apps.len());
+        for (app_name, app_version, start_type) in rel.apps {
+            plain_component(&rel_path, "an application name", &app_name)?;
+            plain_component(
+                &rel_path,
+                &format!("the version of application {app_name}"),
+                &app_version,
+            )?;
+            apps.push(App {
+                name: app_name,
+                version: app_version,
                 start_type,
-            })
-            .collect();
+            });
+        }
         for app in &apps {
-            if !root.join("lib").join(app.dir_name()).is_dir() {
+            if lookup(&root, &Path::new("lib").join(app.dir_name()), Want::Dir)?.is_none() {
                 return Err(ReleaseError::MissingApp {
                     root: root.clone(),
                     app: app.name.clone(),
@@ -313,7 +373,9 @@ impl Release {
                 });
             }
         }
-        let has_server = root.join("bin/server").is_file();
+        // A symlink is fine here: it is only started, inside the image.
+        let has_server = fs::symlink_metadata(root.join("bin/server"))
+            .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
         Ok(Release {
             root,
             source,
@@ -323,6 +385,7 @@ impl Release {
             apps,
             has_server,
             platform,
+            special_modes,
             _extracted: extracted,
         })
     }
@@ -360,6 +423,12 @@ impl Release {
     /// Whether it has `bin/server` (Phoenix releases do).
     pub fn has_server(&self) -> bool {
         self.has_server
+    }
+
+    /// Modes the layers must give files whose host copy had its setuid or
+    /// setgid bits dropped (release-relative paths).
+    pub fn special_modes(&self) -> &BTreeMap<PathBuf, u32> {
+        &self.special_modes
     }
 
     /// The platform its ERTS is built for (from `beam.smp`, not the host).
@@ -416,18 +485,6 @@ fn single_subdir_root(dir: &Path) -> PathBuf {
     }
 }
 
-fn read_text(path: &Path) -> Result<String, ReleaseError> {
-    let bytes = fs::read(path).map_err(|source| ReleaseError::Io {
-        action: "reading",
-        path: path.to_owned(),
-        source,
-    })?;
-    String::from_utf8(bytes).map_err(|_| ReleaseError::Malformed {
-        path: path.to_owned(),
-        reason: "not UTF-8 text".into(),
-    })
-}
-
 /// `releases/<vsn>/<name>.rel`: the only one, or the one with a `bin/<name>`.
 fn find_rel_file(root: &Path, rel_dir: &Path) -> Option<PathBuf> {
     let mut rels: Vec<PathBuf> = fs::read_dir(rel_dir)
@@ -467,11 +524,7 @@ fn erts_dirs(root: &Path) -> Result<Vec<String>, ReleaseError> {
 /// The platform of an ELF file from its header.
 fn elf_platform(path: &Path) -> Result<Platform, ReleaseError> {
     let mut header = [0u8; 64];
-    let mut f = File::open(path).map_err(|source| ReleaseError::Io {
-        action: "opening",
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut f = confine::open_nofollow(path)?;
     let n = read_up_to(&mut f, &mut header).map_err(|source| ReleaseError::Io {
         action: "reading",
         path: path.to_owned(),

@@ -231,6 +231,15 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
         app.add_tree(&path, &dest, &no_skip)?;
     }
 
+    // Setuid/setgid bits the scratch copy of a tarball does not carry.
+    let special: std::collections::BTreeMap<PathBuf, u32> = release
+        .special_modes()
+        .iter()
+        .map(|(rel, m)| (root.join(rel), *m))
+        .collect();
+    for l in [&mut erts, &mut deps, &mut assets, &mut app] {
+        l.override_modes(&special);
+    }
     let mut layers = vec![erts];
     if !dep_dirs.is_empty() {
         layers.push(deps);

@@ -68,7 +68,7 @@ pub(crate) fn fake_release(dir: &Path, apps: &[(&str, &str)]) -> PathBuf {
 }
 
 fn open(root: &Path) -> Result<Release, ReleaseError> {
-    Release::open(root, &root.join("../scratch"))
+    Release::open(root, &root.join("../scratch"), Default::default())
 }
 
 fn missing_what(e: ReleaseError) -> String {
@@ -340,6 +340,7 @@ fn the_fixture_release_reads_the_same_from_its_directory_and_its_tarball() {
     let tb = Release::open(
         &work.join(format!("_build/prod/guildhall-{}.tar.gz", dir.version())),
         scratch.path(),
+        Default::default(),
     )
     .unwrap();
     assert_eq!(dir.name(), "guildhall");
@@ -386,4 +387,116 @@ fn a_code_only_change_leaves_every_layer_but_the_app_layer_identical() {
     assert_eq!(names, ["erts", "assets", "app"]);
     assert_eq!(ids_a[..2], ids_b[..2]);
     assert_ne!(ids_a[2], ids_b[2]);
+}
+
+// --- hostile releases: metadata that points outside the release ------------
+
+/// A host directory with a file the release must never copy or quote.
+fn host_secret(dir: &Path) -> PathBuf {
+    let host = dir.join("host-etc");
+    write(
+        &host.join("shadow"),
+        "root:$6$SECRET-HASH:19000:0:99999:7:::\n",
+        0o600,
+    );
+    write(&host.join("ebin/x.app"), "{application,x,[]}.", 0o644);
+    host
+}
+
+fn set_rel_apps(root: &Path, apps: &str) {
+    write(
+        &root.join("releases/0.1.0/demo.rel"),
+        format!("{{release,{{\"demo\",\"0.1.0\"}},{{erts,\"13.1.5\"}},[{apps}]}}.\n"),
+        0o644,
+    );
+}
+
+#[test]
+fn an_application_version_that_climbs_out_of_lib_is_a_malformed_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_release(tmp.path(), &[]);
+    let host = host_secret(tmp.path());
+    // lib/kernel-1/../../../../host-etc resolves to the host directory.
+    let climb = format!(
+        "1/../../../../{}",
+        host.file_name().unwrap().to_string_lossy()
+    );
+    fs::create_dir_all(root.join("lib/kernel-1")).unwrap();
+    set_rel_apps(&root, &format!("{{kernel,\"{climb}\"}},{{demo,\"0.1.0\"}}"));
+    assert!(root.join("lib").join(format!("kernel-{climb}")).is_dir());
+    let err = open(&root).unwrap_err();
+    assert!(matches!(err, ReleaseError::Malformed { .. }), "{err}");
+    assert_eq!(
+        crate::exit::Classify::exit_code(&err),
+        crate::exit::ExitCode::Input
+    );
+    assert!(err.to_string().contains("not a plain name"), "{err}");
+}
+
+#[test]
+fn application_names_and_erts_versions_with_separators_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_release(tmp.path(), &[]);
+    set_rel_apps(&root, "{'../../x',\"1\"},{demo,\"0.1.0\"}");
+    assert!(matches!(
+        open(&root).unwrap_err(),
+        ReleaseError::Malformed { .. }
+    ));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_release(tmp.path(), &[]);
+    fs::write(root.join("releases/start_erl.data"), "../13.1.5 0.1.0").unwrap();
+    let err = open(&root).unwrap_err();
+    assert!(err.to_string().contains("ERTS version"), "{err}");
+}
+
+#[test]
+fn an_application_directory_that_is_a_symlink_out_of_the_release_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_release(tmp.path(), &[("jason", "1.4.1")]);
+    let host = host_secret(tmp.path());
+    fs::remove_dir_all(root.join("lib/jason-1.4.1")).unwrap();
+    std::os::unix::fs::symlink(&host, root.join("lib/jason-1.4.1")).unwrap();
+    let err = open(&root).unwrap_err();
+    assert!(
+        matches!(&err, ReleaseError::Malformed { reason, .. } if reason.contains("symlink")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_metadata_file_that_is_a_symlink_to_a_host_file_is_neither_read_nor_quoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_release(tmp.path(), &[]);
+    let host = host_secret(tmp.path());
+    fs::remove_file(root.join("releases/start_erl.data")).unwrap();
+    std::os::unix::fs::symlink(host.join("shadow"), root.join("releases/start_erl.data")).unwrap();
+    let err = open(&root).unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(text.contains("symlink"), "{text}");
+
+    // The same through a symlinked `releases/` directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_release(tmp.path(), &[]);
+    let host = host_secret(tmp.path());
+    fs::copy(host.join("shadow"), host.join("start_erl.data")).unwrap();
+    fs::remove_dir_all(root.join("releases")).unwrap();
+    std::os::unix::fs::symlink(&host, root.join("releases")).unwrap();
+    let text = open(&root).unwrap_err().to_string();
+    assert!(!text.contains("SECRET"), "{text}");
+}
+
+#[test]
+fn a_malformed_metadata_file_is_quoted_only_briefly_and_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_release(tmp.path(), &[]);
+    let junk = format!("one\ntwo three {}", "z".repeat(500));
+    fs::write(root.join("releases/start_erl.data"), &junk).unwrap();
+    let text = open(&root).unwrap_err().to_string();
+    assert!(
+        text.len() < 300 && !text.contains("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
 }
