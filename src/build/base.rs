@@ -220,38 +220,34 @@ pub async fn install(
     layout: &Layout,
     src: &BaseSource<'_>,
 ) -> Result<BaseImage> {
-    match copy_blobs(&base, layout) {
-        Ok(()) => Ok(base),
-        Err(LayoutError::DigestMismatch {
-            what,
-            expected,
-            actual,
-        }) if matches!(reference, ImageRef::Registry(_))
-            && base.layout.root() == src.cache.root() =>
-        {
-            src.cache.remove_blob(&expected)?;
-            let note = format!(
-                "the cached base blob {what} is corrupt (it hashes to {actual}); removed it from the cache"
-            );
-            let (ImageRef::Registry(r), Some(_)) = (reference, src.client) else {
-                bail!("{note}; build again without --offline to pull it afresh");
-            };
-            src.progress
-                .say(format!("warning: {note}; pulling {r} again"));
-            let again = from_registry(r, want, src).await?;
-            copy_blobs(&again, layout).with_context(|| {
-                format!("copying the base {r} into {}", layout.root().display())
-            })?;
-            Ok(again)
-        }
-        Err(e) => Err(e).with_context(|| {
+    let copied = copy_blobs(&base, layout);
+    let Err(err) = copied else {
+        return Ok(base);
+    };
+    let from_cache =
+        matches!(reference, ImageRef::Registry(_)) && base.layout.root() == src.cache.root();
+    let (LayoutError::DigestMismatch { expected, .. }, true) = (&err, from_cache) else {
+        return Err(err).with_context(|| {
             format!(
                 "copying the base {} into {}",
                 base.name,
                 layout.root().display()
             )
-        }),
-    }
+        });
+    };
+    src.cache.remove_blob(expected)?;
+    let note = "the cached copy of the base is corrupt; the bad blob was removed from the cache";
+    let (ImageRef::Registry(r), Some(_)) = (reference, src.client) else {
+        return Err(err).context(format!(
+            "{note}: build again without --offline to pull it afresh"
+        ));
+    };
+    src.progress
+        .say(format!("warning: {err}: {note}; pulling {r} again"));
+    let again = from_registry(r, want, src).await?;
+    copy_blobs(&again, layout)
+        .with_context(|| format!("copying the base {r} into {}", layout.root().display()))?;
+    Ok(again)
 }
 
 fn copy_blobs(base: &BaseImage, layout: &Layout) -> std::result::Result<(), LayoutError> {
