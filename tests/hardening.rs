@@ -424,7 +424,7 @@ fn walk_count(dir: &Path) -> usize {
 }
 
 #[test]
-fn a_setuid_file_keeps_its_bits_in_the_image_but_never_in_scratch() {
+fn a_setuid_file_of_a_tarball_keeps_its_bits_in_the_image() {
     let work = tempfile::tempdir().unwrap();
     let release = release_copy(work.path());
     let tool = release.join("bin/suid-tool");

@@ -214,8 +214,11 @@ impl SecretService {
             keyring,
             home: home.to_owned(),
         };
-        // Wait until the service answers on the bus.
-        for _ in 0..100 {
+        // Wait until the service answers on the bus and its collection
+        // takes items: on a loaded machine that took more than 10 s, so the
+        // bound is generous (it only matters when something is broken).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
             let ok = Command::new("dbus-send")
                 .args([
                     "--session",
@@ -233,7 +236,10 @@ impl SecretService {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("the Secret Service did not come up on {}", ss.address);
+        panic!(
+            "the Secret Service did not come up on {} within 120 s",
+            ss.address
+        );
     }
 
     /// Whether the default collection takes an item yet: the daemon answers

@@ -73,12 +73,12 @@ case "$cmd" in
       --iptables=false --ip-masq=false --bridge=none \
       --insecure-registry 127.0.0.0/8 \
       </dev/null >>"$log" 2>&1 9>&- &
-    for ((i = 0; i < 600; i++)); do
+    for ((i = 0; i < 1800; i++)); do
       if answers; then print_env; exit 0; fi
       sleep 0.1
     done
     tail -n 30 "$log" >&2
-    die "dockerd did not answer on $sock within 60 s (log: $log)"
+    die "dockerd did not answer on $sock within 180 s (log: $log)"
     ;;
   stop)
     if [ -f "$pidfile" ]; then
