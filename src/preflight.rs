@@ -797,47 +797,6 @@ fn expand_origin(dir: &str, origin: &Path) -> PathBuf {
     }
 }
 
-/// ELF files preflight checks: everything under `erts-*/bin`, `erts-*/lib`
-/// and `lib/*/priv`, regular files only, in path order.
-fn candidate_files(root: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                walk(&e.path(), out);
-            } else if ft.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut tops: Vec<_> = fs::read_dir(root)
-        .map(|it| it.filter_map(Result::ok).collect())
-        .unwrap_or_default();
-    tops.sort_by_key(|e| e.file_name());
-    for top in tops {
-        let name = top.file_name();
-        if name.as_bytes().starts_with(b"erts-") {
-            walk(&top.path().join("bin"), &mut out);
-            walk(&top.path().join("lib"), &mut out);
-        }
-    }
-    let lib = root.join("lib");
-    let mut apps: Vec<_> = fs::read_dir(&lib)
-        .map(|it| it.filter_map(Result::ok).collect())
-        .unwrap_or_default();
-    apps.sort_by_key(|e| e.file_name());
-    for app in apps {
-        walk(&app.path().join("priv"), &mut out);
-    }
-    out
-}
-
 fn is_elf(path: &Path) -> bool {
     let mut magic = [0u8; 4];
     File::open(path)
@@ -889,12 +848,12 @@ pub fn check(release: &Release, base: &BaseRootfs, base_platform: &Platform) -> 
     let root = release.root();
     let mut problems = Vec::new();
     let mut elfs = Vec::new();
-    for path in candidate_files(root) {
-        if !is_elf(&path) {
-            continue;
+    release.for_each_elf_candidate(&mut |path| {
+        if !is_elf(path) {
+            return;
         }
-        let rel = path.strip_prefix(root).unwrap_or(&path).to_owned();
-        let parsed = fs::read(&path)
+        let rel = path.strip_prefix(root).unwrap_or(path).to_owned();
+        let parsed = fs::read(path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| ElfInfo::parse(rel.clone(), &bytes));
         match parsed {
@@ -905,7 +864,7 @@ pub fn check(release: &Release, base: &BaseRootfs, base_platform: &Platform) -> 
                 kind: ProblemKind::Unreadable { reason },
             }),
         }
-    }
+    });
 
     let view = ImageView {
         base,
@@ -1497,7 +1456,7 @@ mod tests {
     /// `None` when it cannot be made here.
     fn fixture_base(tag: &str) -> Option<Vec<(PathBuf, bool)>> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/make-base-layout.sh");
-        let out = std::process::Command::new(&script).output().ok()?;
+        let out = crate::process::command(&script).output().ok()?;
         if !out.status.success() {
             eprintln!("{} failed: skipping", script.display());
             return None;

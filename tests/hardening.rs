@@ -3,6 +3,8 @@
 //! must not see the push password, `gc` racing builds, a corrupted cached
 //! base, killed builds, setuid files, a closed stdout. Real components
 //! throughout (the fixture mix release, a real registry, GNU tar).
+// Tests run tools directly; the secret-stripping wrapper is for the product.
+#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 
 mod common;
 
@@ -484,4 +486,44 @@ fn a_reader_that_closes_stdout_early_ends_the_command_quietly() {
     let err = stderr_of(&out);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn a_release_of_300_000_files_builds_in_bounded_memory() {
+    let work = tempfile::tempdir().unwrap();
+    let release = release_copy(work.path());
+    // 300 directories of 1,000 small BEAM-like files in the own app.
+    let many = release.join("lib/guildhall-0.1.0/ebin/generated");
+    for d in 0..300 {
+        let dir = many.join(format!("Elixir.Generated.Namespace{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::write(
+                dir.join(format!(
+                    "Elixir.Generated.Namespace{d:03}.Module{f:04}.beam"
+                )),
+                b"FOR1\0\0\0\x10BEAMAtU8",
+            )
+            .unwrap();
+        }
+    }
+    let layout = work.path().join("image");
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "peak-rss-kib=%M"])
+        .arg(env!("CARGO_BIN_EXE_guildhall-image"))
+        .env("GUILDHALL_IMAGE_CACHE", work.path().join("cache"))
+        .args(["-q", "build", "--release"])
+        .arg(&release)
+        .args(["--base", &base_ref(), "--tag", "v1", "--layout"])
+        .arg(&layout);
+    let out = run(&mut cmd);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    let kib: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+    assert!(kib < 100 * 1024, "peak RSS {kib} KiB for 300,000 files");
+    fsck_ok(&layout);
 }

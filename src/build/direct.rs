@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufReader;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -301,16 +302,18 @@ impl DirectBuild<'_> {
     /// with these very ELF files (remembered by fingerprint).
     fn preflight(&self, plan: &crate::release::LayerPlan) -> Result<()> {
         let base = self.base;
-        let mut elf_candidates = crate::layer::PlannedLayer::new("preflight", "");
-        for l in &plan.layers {
-            for e in &l.entries {
-                let d = e.dest.to_string_lossy();
-                if d.starts_with("app/erts-") || d.contains("/priv/") {
-                    elf_candidates.entries.push(e.clone());
-                }
-            }
-        }
-        let files = layer::fingerprint(&elf_candidates, &LayerOptions::default())?;
+        // The files preflight reads, by metadata (the same set it checks).
+        let prefix = Path::new(crate::release::INSTALL_DIR.trim_start_matches('/'));
+        let files = layer::fingerprint_of(
+            "preflight candidates v2",
+            plan.layers.iter().flat_map(|l| {
+                l.entries().filter(|e| {
+                    e.dest
+                        .strip_prefix(prefix)
+                        .is_ok_and(crate::release::is_elf_candidate)
+                })
+            }),
+        )?;
         let key = crate::image::Digest::of(
             format!(
                 "preflight v1 {} {} {}",

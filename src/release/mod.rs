@@ -452,6 +452,61 @@ impl Release {
     }
 }
 
+/// Whether a release file (path relative to the release root) is one that
+/// may be an ELF object the release loads: under `erts-*/bin`, `erts-*/lib`
+/// or an application's `priv/`. Preflight checks exactly these; the engine
+/// remembers a pass by their metadata.
+pub fn is_elf_candidate(rel: &Path) -> bool {
+    let mut c = rel.components().map(|c| c.as_os_str().as_encoded_bytes());
+    match (c.next(), c.next(), c.next()) {
+        (Some(top), Some(b"bin" | b"lib"), Some(_)) if top.starts_with(b"erts-") => true,
+        (Some(b"lib"), Some(_app), Some(b"priv")) => c.next().is_some(),
+        _ => false,
+    }
+}
+
+impl Release {
+    /// Every regular file that [`is_elf_candidate`], in path order, one at a
+    /// time (a release may have hundreds of thousands of files).
+    pub fn for_each_elf_candidate(&self, f: &mut dyn FnMut(&Path)) {
+        fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    walk(&e.path(), f);
+                } else if ft.is_file() {
+                    f(&e.path());
+                }
+            }
+        }
+        let sorted = |dir: &Path| -> Vec<fs::DirEntry> {
+            let mut v: Vec<_> = fs::read_dir(dir)
+                .map(|it| it.filter_map(Result::ok).collect())
+                .unwrap_or_default();
+            v.sort_by_key(|e| e.file_name());
+            v
+        };
+        for top in sorted(&self.root) {
+            if top.file_name().as_encoded_bytes().starts_with(b"erts-")
+                && top.file_type().is_ok_and(|t| t.is_dir())
+            {
+                walk(&top.path().join("bin"), f);
+                walk(&top.path().join("lib"), f);
+            }
+        }
+        for app in sorted(&self.root.join("lib")) {
+            if app.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&app.path().join("priv"), f);
+            }
+        }
+    }
+}
+
 fn is_gzip(path: &Path) -> Result<bool, ReleaseError> {
     let mut magic = [0u8; 2];
     let mut f = File::open(path).map_err(|source| ReleaseError::Io {

@@ -158,7 +158,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
     let no_skip = |_: &Path| false;
 
     // ERTS and OTP/Elixir applications.
-    let mut erts = PlannedLayer::new("erts", "ERTS and OTP/Elixir applications");
+    let mut erts = PlannedLayer::rooted("erts", "ERTS and OTP/Elixir applications", root, &prefix);
     erts.add(root, &prefix);
     for name in top_level(root)? {
         let path = root.join(&name);
@@ -172,7 +172,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
     }
 
     // Dependencies.
-    let mut deps = PlannedLayer::new("deps", "dependencies");
+    let mut deps = PlannedLayer::rooted("deps", "dependencies", root, &prefix);
     let dep_dirs = dirs_of(Kind::Dep);
     deps.add(root, &prefix);
     deps.add(&lib, &lib_dest);
@@ -181,7 +181,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
     }
 
     // Static assets of the own applications, when big enough to pay.
-    let mut assets = PlannedLayer::new("assets", "static assets");
+    let mut assets = PlannedLayer::rooted("assets", "static assets", root, &prefix);
     let mut static_dirs = Vec::new();
     let mut static_bytes = 0;
     for dir in dirs_of(Kind::Own) {
@@ -204,7 +204,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
 
     // The application: own apps (minus split assets), lib/ directories the
     // .rel file does not list, and everything else at the top level.
-    let mut app = PlannedLayer::new("app", "the application");
+    let mut app = PlannedLayer::rooted("app", "the application", root, &prefix);
     app.add(root, &prefix);
     let skip_static = |p: &Path| static_dirs.iter().any(|s| s == p);
     let in_other_layers: BTreeSet<&str> = listed

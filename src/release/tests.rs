@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::*;
 use crate::layer::{self, LayerOptions};
@@ -174,8 +173,7 @@ fn layer_names(plan: &LayerPlan) -> Vec<&str> {
 
 fn dests(layer: &layer::PlannedLayer) -> Vec<String> {
     let mut d: Vec<String> = layer
-        .entries
-        .iter()
+        .entries()
         .map(|e| e.dest.to_string_lossy().into_owned())
         .collect();
     d.sort();
@@ -303,12 +301,19 @@ fn static_assets_get_their_own_layer_only_when_big_enough() {
 /// Build (cached) the fixture release with the given extra arguments; `None`
 /// when mix is not installed.
 pub(crate) fn fixture_release(args: &[&str]) -> Option<PathBuf> {
-    if Command::new("mix").arg("--version").output().is_err() {
+    if crate::process::command("mix")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("mix not installed: skipping a test on the fixture release");
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/build-release.sh");
-    let out = Command::new(&script).args(args).output().unwrap();
+    let out = crate::process::command(&script)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{} failed: {}",
