@@ -116,7 +116,8 @@ pub struct BuildArgs {
     /// Port to expose (repeatable; default 4000). `none` exposes nothing.
     #[arg(long = "port", value_name = "PORT[/PROTO]")]
     pub ports: Vec<String>,
-    /// User to run as (default nobody).
+    /// User to run as (default 65534:65534, nobody:nogroup; keep it numeric
+    /// for Kubernetes' runAsNonRoot).
     #[arg(long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
     /// Command: a JSON array (["/app/bin/server"]) or words split on spaces.

@@ -18,6 +18,19 @@ pub const CONFIG_FILE: &str = "guildhall-image.toml";
 pub const DEFAULT_BASE: &str = "debian:bookworm-slim";
 /// Where images are installed inside the image.
 pub const APP_DIR: &str = "/app";
+/// The image's user: `nobody:nogroup` on Debian, numeric so that a Pod with
+/// `runAsNonRoot: true` (the `restricted` profile) can verify it.
+pub const DEFAULT_USER: &str = "65534:65534";
+
+/// Whether a `USER[:GROUP]` is numeric (what the kubelet needs to check
+/// `runAsNonRoot` without reading the image's `/etc/passwd`).
+pub fn is_numeric_user(user: &str) -> bool {
+    let mut parts = user.splitn(2, ':');
+    let numeric =
+        |p: Option<&str>| p.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let uid = parts.next();
+    uid.is_some_and(|u| !u.is_empty()) && numeric(uid) && numeric(parts.next())
+}
 /// 64 MiB: comfortably under a CDN's 100 MB request-body cap.
 pub const DEFAULT_CHUNK: u64 = 64 * 1024 * 1024;
 /// ghcr.io takes at most 4 MiB per upload request.
@@ -379,6 +392,10 @@ impl Settings {
             ("LANG".into(), "C.UTF-8".into()),
             ("MIX_ENV".into(), "prod".into()),
             ("HOME".into(), APP_DIR.into()),
+            // A release evaluates config/runtime.exs at boot and writes the
+            // result under RELEASE_TMP: on a read-only root file system (a
+            // restricted Pod) only /tmp (an emptyDir) is writable.
+            ("RELEASE_TMP".into(), "/tmp".into()),
         ];
         for (k, v) in &f.image.env {
             env.push((k.clone(), v.clone()));
@@ -403,6 +420,20 @@ impl Settings {
                 continue;
             }
             ports.push(parse_port(&p)?);
+        }
+        if let Some(src) = a.source.as_deref().or(f.image.source.as_deref()) {
+            if !crate::build::vcs::is_web_url(src) {
+                return Err(invalid(
+                    if a.source.is_some() {
+                        "--source"
+                    } else {
+                        "image.source"
+                    },
+                    format!(
+                        "`{src}` is not an http(s) URL (org.opencontainers.image.source links the package to its repository)"
+                    ),
+                ));
+            }
         }
         let cmd = match &a.cmd {
             Some(c) => Some(parse_cmd(c)?),
@@ -462,7 +493,7 @@ impl Settings {
                 .user
                 .clone()
                 .or_else(|| f.image.user.clone())
-                .unwrap_or_else(|| "nobody".into()),
+                .unwrap_or_else(|| DEFAULT_USER.into()),
             cmd,
             source: a.source.clone().or_else(|| f.image.source.clone()),
             revision: a.revision.clone(),

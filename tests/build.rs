@@ -116,7 +116,7 @@ fn an_image_built_from_a_registry_base_with_basic_auth_runs_and_answers_health()
     let info =
         json(bin(work.path()).args(["inspect", "--json", &format!("oci:{}:v1", layout.display())]));
     assert_eq!(info["cmd"], serde_json::json!(["/app/bin/server"]));
-    assert_eq!(info["user"], "nobody");
+    assert_eq!(info["user"], "65534:65534");
     assert_eq!(info["working_dir"], "/app");
     assert_eq!(info["exposed_ports"], serde_json::json!(["4000/tcp"]));
     let env: Vec<&str> = info["env"]
@@ -133,9 +133,11 @@ fn an_image_built_from_a_registry_base_with_basic_auth_runs_and_answers_health()
         "the base's PATH is kept: {env:?}"
     );
 
-    // It starts, as nobody, and serves /health (which needs libcrypto).
+    // It starts as a restricted Pod runs it (its numeric non-root user,
+    // read-only root, writable /tmp only, no capabilities), evaluating the
+    // fixture's config/runtime.exs, and serves /health (which needs libcrypto).
     let port = free_port();
-    let running = Running::start(&layout, "v1", &format!("gi-build-{port}"), port);
+    let running = Running::start_restricted(&layout, "v1", &format!("gi-build-{port}"), port);
     let (status, body) = http_get(&format!("{}/health", running.url));
     assert_eq!(status, 200, "body: {body}");
     assert!(body.starts_with("ok"), "{body}");
@@ -582,5 +584,152 @@ fn the_projects_config_file_gives_defaults_that_flags_override() {
         info["exposed_ports"],
         serde_json::json!(["4000/tcp"]),
         "--port overrides the file's ports"
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn labels_of(work: &Path, layout: &Path, tag: &str) -> serde_json::Map<String, Value> {
+    let info = json(bin(work).args([
+        "inspect",
+        "--json",
+        &format!("oci:{}:{tag}", layout.display()),
+    ]));
+    info["labels"].as_object().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_local_path_remote_and_an_oci_base_put_no_host_path_in_any_label() {
+    let work = tempfile::tempdir().unwrap();
+    let checkout = work.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    git(&checkout, &["init", "-q"]);
+    git(&checkout, &["commit", "-q", "--allow-empty", "-m", "x"]);
+    git(
+        &checkout,
+        &["remote", "add", "origin", "/srv/git/guildhall.git"],
+    );
+    let layout = work.path().join("image");
+    let base = base_layout();
+    let build = |tag: &str| {
+        let out = run(bin(work.path())
+            .args(["-v", "build", "--project"])
+            .arg(&checkout)
+            .arg("--release")
+            .arg(release_dir(&[]))
+            .args([
+                "--base",
+                &format!("oci:{}:runner", base.display()),
+                "--tag",
+                tag,
+                "--layout",
+            ])
+            .arg(&layout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = build("local");
+    let labels = labels_of(work.path(), &layout, "local");
+    for (k, v) in &labels {
+        let v = v.as_str().unwrap_or_default();
+        assert!(
+            !v.starts_with('/') && !v.starts_with("oci:") && !v.contains(&*base.to_string_lossy()),
+            "{k}={v}"
+        );
+    }
+    assert!(
+        !labels.contains_key("org.opencontainers.image.source"),
+        "{labels:?}"
+    );
+    assert!(
+        !labels.contains_key("org.opencontainers.image.base.name"),
+        "{labels:?}"
+    );
+    assert!(
+        labels.contains_key("org.opencontainers.image.base.digest"),
+        "{labels:?}"
+    );
+    assert!(
+        said.contains("image.source left out") && said.contains("image.base.name left out"),
+        "-v says why: {said}"
+    );
+
+    git(
+        &checkout,
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "git@git.guildhouse.dev:tking/guildhall.git",
+        ],
+    );
+    build("ssh");
+    assert_eq!(
+        labels_of(work.path(), &layout, "ssh")["org.opencontainers.image.source"],
+        "https://git.guildhouse.dev/tking/guildhall"
+    );
+
+    let out = run(bin(work.path())
+        .args(["build", "--source", "/srv/git/guildhall", "--release"])
+        .arg(release_dir(&[]))
+        .args([
+            "--base",
+            &format!("oci:{}:runner", base.display()),
+            "--layout",
+        ])
+        .arg(&layout));
+    assert_eq!(out.status.code(), Some(2), "a path is no --source URL");
+}
+
+#[test]
+fn the_image_user_is_numeric_and_a_user_name_is_warned_about() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("image");
+    let release = release_dir(&[]);
+    let base = format!("oci:{}:runner", base_layout().display());
+    let out = run(bin(work.path())
+        .args(["build", "--release"])
+        .arg(&release)
+        .args([
+            "--base", &base, "--tag", "named", "--user", "nobody", "--layout",
+        ])
+        .arg(&layout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("not numeric") && err.contains("runAsNonRoot"),
+        "{err}"
+    );
+    // Run as the kubelet would: a name cannot be verified as non-root.
+    let port = free_port().to_string();
+    let refused = Command::new("bash")
+        .arg(root().join("tests/support/run-image.sh"))
+        .arg(&layout)
+        .args(["named", "gi-named-user", &port])
+        .env("RUN_IMAGE_RESTRICTED", "1")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("non-numeric user"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
     );
 }

@@ -228,7 +228,7 @@ fn the_fixture_built_with_the_shipped_dockerfile_lands_in_the_layout_tagged_and_
     let config: Value =
         serde_json::from_str(&run_ok("skopeo", &["inspect", "--config", &oci])).expect("json");
     assert_eq!(config["config"]["Cmd"], json!(["/app/bin/server"]));
-    assert_eq!(config["config"]["User"], json!("nobody"));
+    assert_eq!(config["config"]["User"], json!("65534:65534"));
     assert_eq!(config["config"]["WorkingDir"], json!("/app"));
     assert!(
         config["config"]["Env"]
@@ -242,8 +242,9 @@ fn the_fixture_built_with_the_shipped_dockerfile_lands_in_the_layout_tagged_and_
     );
     assert!(tags.lines().any(|t| t == "0.1.0"), "umoci ls: {tags}");
 
+    // As a restricted Pod runs it: no runAsUser, read-only root, /tmp only.
     let port = free_port();
-    let running = Running::start(
+    let running = Running::start_restricted(
         layout.root(),
         "0.1.0",
         &format!("bk-health-{}", std::process::id()),

@@ -139,7 +139,7 @@ fn pushing_again_uploads_nothing_and_a_one_module_change_uploads_one_layer() {
         &format!("{target}:one"),
     ]));
     assert_eq!(seen["digest"], first["digest"]);
-    assert_eq!(seen["user"], "nobody");
+    assert_eq!(seen["user"], "65534:65534");
     let changed = push("two");
     // The app layer and the config: nothing else.
     assert_eq!(uploads(&changed), 2, "{changed}");

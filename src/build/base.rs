@@ -13,8 +13,12 @@ use crate::registry::{Client, RegistryError};
 
 /// A base image whose blobs are all in `layout`.
 pub struct BaseImage {
-    /// The reference as the user gave it (the `base.name` label).
+    /// The reference as the user gave it (for messages).
     pub name: String,
+    /// The registry reference the image is known by (the `base.name`
+    /// label): the one pulled from, or for an `oci:` base the full registry
+    /// reference its tag carries, if any — never a host path.
+    pub registry_name: Option<String>,
     /// The platform manifest's digest (the `base.digest` label).
     pub manifest_digest: Digest,
     /// The manifest's config and layers.
@@ -51,16 +55,36 @@ pub async fn resolve(base: &ImageRef, want: &Platform, src: &BaseSource<'_>) -> 
             let layout = Layout::open(&l.dir)
                 .with_context(|| format!("opening the base layout {}", l.dir.display()))?;
             let entry = layout.resolve(l.tag.as_deref())?;
-            from_layout(
+            let registry_name = entry.tag.as_deref().and_then(qualified_reference);
+            if registry_name.is_none() {
+                tracing::debug!(
+                    "org.opencontainers.image.base.name left out: the oci: base's tag names no registry reference"
+                );
+            }
+            let mut b = from_layout(
                 base.to_string(),
                 layout,
                 entry.media_type,
                 entry.digest,
                 want,
-            )
+            )?;
+            b.registry_name = registry_name;
+            Ok(b)
         }
         ImageRef::Registry(r) => from_registry(r, want, src).await,
     }
+}
+
+/// A `ref.name` annotation that is a whole registry reference
+/// (`registry.example/base/runner:bookworm`, `docker.io/library/debian:12`),
+/// normalised; a bare tag (`runner`) is not.
+fn qualified_reference(tag: &str) -> Option<String> {
+    let (first, _) = tag.split_once('/')?;
+    let host_like = first.contains('.') || first.contains(':') || first == "localhost";
+    if !host_like {
+        return None;
+    }
+    tag.parse::<RegistryRef>().ok().map(|r| r.to_string())
 }
 
 /// The cache tag of a registry reference for a platform: the reference with
@@ -197,7 +221,9 @@ fn from_layout(
             );
         }
     }
+    let registry_name = name.parse::<RegistryRef>().ok().map(|r| r.to_string());
     Ok(BaseImage {
+        registry_name: registry_name.filter(|_| !name.starts_with("oci:")),
         name,
         manifest_digest,
         manifest,

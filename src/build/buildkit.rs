@@ -1728,7 +1728,7 @@ mod tests {
             "SKIP_HEX",
             "SKIP_APT",
             "--mount=type=cache",
-            "USER nobody",
+            "USER 65534:65534",
             "CMD [\"/app/bin/server\"]",
             "org.opencontainers.image.revision",
         ] {

@@ -185,10 +185,12 @@ impl DirectBuild<'_> {
         if let Some(rev) = s.revision.clone().or_else(|| self.vcs.revision.clone()) {
             labels.insert("org.opencontainers.image.revision".to_owned(), rev);
         }
-        labels.insert(
-            "org.opencontainers.image.base.name".to_owned(),
-            base.name.clone(),
-        );
+        if let Some(name) = &base.registry_name {
+            labels.insert(
+                "org.opencontainers.image.base.name".to_owned(),
+                name.clone(),
+            );
+        }
         labels.insert(
             "org.opencontainers.image.base.digest".to_owned(),
             base.manifest_digest.to_string(),

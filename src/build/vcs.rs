@@ -30,9 +30,19 @@ impl Vcs {
             let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
             (!s.is_empty()).then_some(s)
         };
+        let source = git(&["remote", "get-url", "origin"]).and_then(|u| {
+            let url = https_url(&u);
+            if url.is_none() {
+                // A host path is no link to the repository, and a leak.
+                tracing::debug!(
+                    "org.opencontainers.image.source left out: the origin remote is a local path, not a URL (set it with --source or [image] source)"
+                );
+            }
+            url
+        });
         Vcs {
             revision: git(&["rev-parse", "HEAD"]),
-            source: git(&["remote", "get-url", "origin"]).map(|u| https_url(&u)),
+            source,
             commit_time: git(&["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()),
         }
     }
@@ -40,14 +50,20 @@ impl Vcs {
 
 /// A remote URL as a browsable https URL, credentials stripped:
 /// `git@host:org/repo.git` and `ssh://git@host/org/repo` → `https://host/org/repo`.
-pub fn https_url(remote: &str) -> String {
+/// `None` for a remote that is no URL (a local path, `file://`): a label
+/// holding a host path would link nowhere and tell the world the path.
+pub fn https_url(remote: &str) -> Option<String> {
     let r = remote.trim().trim_end_matches('/').trim_end_matches(".git");
-    if let Some(rest) = r.strip_prefix("ssh://") {
+    if let Some(rest) = r
+        .strip_prefix("ssh://")
+        .or_else(|| r.strip_prefix("git+ssh://"))
+        .or_else(|| r.strip_prefix("git://"))
+    {
         let rest = rest.split_once('@').map(|(_, h)| h).unwrap_or(rest);
         // ssh://host:port/path: drop the port, which is ssh's.
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let host = host.split(':').next().unwrap_or(host);
-        format!("https://{host}/{path}")
+        url_of(host, path)
     } else if let Some(rest) = r
         .strip_prefix("https://")
         .or_else(|| r.strip_prefix("http://"))
@@ -57,16 +73,41 @@ pub fn https_url(remote: &str) -> String {
             .filter(|(u, _)| !u.contains('/'))
             .map(|(_, h)| h)
             .unwrap_or(rest);
-        format!("https://{rest}")
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        url_of(host, path)
+    } else if r.contains("://") {
+        None // file://, and schemes that name no web host
     } else if let Some((user_host, path)) = r.split_once(':') {
+        // scp-like `[user@]host:path`; a `/` before the `:` makes it a path.
+        if user_host.contains('/') {
+            return None;
+        }
         let host = user_host
             .split_once('@')
             .map(|(_, h)| h)
             .unwrap_or(user_host);
-        format!("https://{host}/{path}")
+        url_of(host, path)
     } else {
-        r.to_owned()
+        None
     }
+}
+
+fn url_of(host: &str, path: &str) -> Option<String> {
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    host_ok.then(|| format!("https://{host}/{}", path.trim_start_matches('/')))
+}
+
+/// Whether a `--source` / `[image] source` value is an http(s) URL.
+pub fn is_web_url(s: &str) -> bool {
+    s.strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .is_some_and(|rest| {
+            let host = rest.split('/').next().unwrap_or("");
+            !host.is_empty() && !host.contains('@')
+        })
 }
 
 #[cfg(test)]
@@ -75,17 +116,32 @@ mod tests {
 
     #[test]
     fn remotes_become_https_urls_without_credentials() {
-        assert_eq!(
-            https_url("git@git.guildhouse.dev:tking/guildhall.git"),
-            "https://git.guildhouse.dev/tking/guildhall"
-        );
-        assert_eq!(
-            https_url("ssh://git@git.guildhouse.dev:2222/tking/guildhall.git"),
-            "https://git.guildhouse.dev/tking/guildhall"
-        );
-        assert_eq!(
-            https_url("https://user:tok@git.guildhouse.dev/tking/guildhall"),
-            "https://git.guildhouse.dev/tking/guildhall"
-        );
+        for remote in [
+            "git@git.guildhouse.dev:tking/guildhall.git",
+            "ssh://git@git.guildhouse.dev:2222/tking/guildhall.git",
+            "https://user:tok@git.guildhouse.dev/tking/guildhall",
+            "https://git.guildhouse.dev/tking/guildhall.git/",
+        ] {
+            assert_eq!(
+                https_url(remote).as_deref(),
+                Some("https://git.guildhouse.dev/tking/guildhall"),
+                "{remote}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_path_remotes_give_no_url() {
+        for remote in [
+            "/srv/git/guildhall.git",
+            "../guildhall",
+            "./x",
+            "file:///srv/git/guildhall",
+            "/home/me/code:weird/guildhall",
+        ] {
+            assert_eq!(https_url(remote), None, "{remote}");
+        }
+        assert!(is_web_url("https://git.guildhouse.dev/tking/guildhall"));
+        assert!(!is_web_url("/srv/git/guildhall") && !is_web_url("https://u:p@h/x"));
     }
 }

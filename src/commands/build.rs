@@ -24,6 +24,13 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
     let progress = super::progress(settings);
     let layout = Layout::create_or_open(&s.layout)
         .with_context(|| format!("opening the layout {}", s.layout.display()))?;
+    if s.engine == Engine::Direct && !crate::settings::is_numeric_user(&s.user) {
+        progress.say(format!(
+            "warning: user `{}` is not numeric: Kubernetes refuses to start it under runAsNonRoot \
+             (\"image has non-numeric user\"); give UID[:GID], e.g. --user 65534:65534",
+            s.user
+        ));
+    }
     let outcome = match s.engine {
         Engine::Direct => {
             // Held until the image is tagged: `gc` waits for it.

@@ -13,9 +13,14 @@ pub fn root() -> PathBuf {
 }
 
 fn run_script(script: &str, args: &[&str]) -> String {
+    run_script_env(script, args, &[])
+}
+
+fn run_script_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("bash")
         .arg(root().join(script))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {script}: {e}"));
     assert!(
@@ -160,7 +165,18 @@ pub struct Running {
 impl Running {
     /// Start `LAYOUT:TAG` listening on `port` (waits for /health = 200).
     pub fn start(layout: &Path, tag: &str, name: &str, port: u16) -> Running {
-        let info = parse_kv(&run_script(
+        Running::start_with(layout, tag, name, port, false)
+    }
+
+    /// Start it as a Pod under the `restricted` Pod Security profile runs
+    /// it: the image's own (numeric, non-root) user, a read-only root file
+    /// system with a writable /tmp, no capabilities, no new privileges.
+    pub fn start_restricted(layout: &Path, tag: &str, name: &str, port: u16) -> Running {
+        Running::start_with(layout, tag, name, port, true)
+    }
+
+    fn start_with(layout: &Path, tag: &str, name: &str, port: u16, restricted: bool) -> Running {
+        let info = parse_kv(&run_script_env(
             "tests/support/run-image.sh",
             &[
                 layout.to_str().expect("utf-8"),
@@ -168,6 +184,7 @@ impl Running {
                 name,
                 &port.to_string(),
             ],
+            &[("RUN_IMAGE_RESTRICTED", if restricted { "1" } else { "0" })],
         ));
         Running {
             name: name.to_owned(),

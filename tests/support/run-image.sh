@@ -74,6 +74,30 @@ jq --argjson extra "$env_json" --argjson cmd "$cmd_json" --arg hostname "$hostna
 ' "$bundle/config.json" > "$bundle/config.json.new"
 mv "$bundle/config.json.new" "$bundle/config.json"
 
+# RUN_IMAGE_RESTRICTED=1: run it the way a Pod under the `restricted` Pod
+# Security profile runs it — the image's own user, which must be non-root
+# (runAsNonRoot: true, no runAsUser), a read-only root file system with an
+# emptyDir-like writable /tmp, every capability dropped, no new privileges.
+if [ "${RUN_IMAGE_RESTRICTED:-0}" = 1 ]; then
+  # The kubelet cannot read the image's /etc/passwd: a user name is refused.
+  blob() { printf '%s/blobs/sha256/%s' "$layout" "${1#sha256:}"; }
+  mdigest="$(jq -r --arg t "$tag" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$layout/index.json" | head -n1)"
+  cdigest="$(jq -r '.config.digest' "$(blob "$mdigest")")"
+  user="$(jq -r '.config.User // ""' "$(blob "$cdigest")")"
+  [[ "$user" =~ ^[0-9]+(:[0-9]+)?$ ]] \
+    || die "restricted: container has runAsNonRoot and image has non-numeric user ($user), cannot verify user is non-root"
+  uid="$(jq -r '.process.user.uid // 0' "$bundle/config.json")"
+  [ "$uid" != 0 ] || die "restricted: the image runs as root (uid 0); runAsNonRoot would refuse it"
+  jq '
+    .root.readonly = true
+    | .process.noNewPrivileges = true
+    | .process.capabilities = {bounding: [], effective: [], inheritable: [], permitted: [], ambient: []}
+    | .mounts += [{destination: "/tmp", type: "tmpfs", source: "tmpfs",
+                   options: ["nosuid", "nodev", "mode=1777", "size=64m"]}]
+  ' "$bundle/config.json" > "$bundle/config.json.new"
+  mv "$bundle/config.json.new" "$bundle/config.json"
+fi
+
 log="$bundle/output.log"
 runc run -d --pid-file "$bundle/container.pid" -b "$bundle" "$name" </dev/null >"$log" 2>&1 \
   || { cat "$log" >&2; die "runc run failed"; }
