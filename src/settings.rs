@@ -341,8 +341,9 @@ impl Settings {
         let repository = RegistryRef::parse_repository(&repo_text)
             .map_err(|e| invalid(format!("target `{name}`"), e.to_string()))?;
         let chunk_size = match section.and_then(|s| s.chunk_size.as_deref()) {
-            Some(s) => parse_chunk_size(s)
-                .map_err(|r| invalid(format!("targets.{name}.chunk_size"), r))?,
+            Some(s) => {
+                parse_chunk_size(s).map_err(|r| invalid(format!("targets.{name}.chunk_size"), r))?
+            }
             None if repository.registry == "ghcr.io" => GHCR_CHUNK,
             None => default_chunk,
         };

@@ -336,8 +336,12 @@ fn who(c: &Credential) -> String {
 }
 
 /// What a denial should tell the user to check.
-fn permission_hint(flavor: Flavor, user: &str, repository: &str) -> String {
-    let owner = repository.split('/').next().unwrap_or(repository);
+fn permission_hint(flavor: Flavor, registry: &str, user: &str, repository: &str) -> String {
+    let path = repository
+        .strip_prefix(registry)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(repository);
+    let owner = path.split('/').next().unwrap_or(path);
     match flavor {
         Flavor::Forgejo => format!(
             "the credentials are valid, but they do not allow writing to {repository}: check that the access token has the `write:package` scope, and that `{owner}` in the repository path is `{user}` or an organisation where `{user}` may write packages"
@@ -626,9 +630,7 @@ impl Client {
                 .map(|s| {
                     s.split(' ')
                         .filter(|x| {
-                            !x.is_empty()
-                                && *x != "*"
-                                && !ctx.scope.items().iter().any(|y| y == x)
+                            !x.is_empty() && *x != "*" && !ctx.scope.items().iter().any(|y| y == x)
                         })
                         .map(str::to_owned)
                         .collect()
@@ -701,7 +703,12 @@ impl Client {
                 reason: format!(
                     "{}: {} ({body})",
                     who(&c),
-                    permission_hint(self.flavor(&ctx.registry), &c.username, &repository)
+                    permission_hint(
+                        self.flavor(&ctx.registry),
+                        &ctx.registry,
+                        &c.username,
+                        &repository
+                    )
                 ),
             },
             None => RegistryError::Unauthorized {

@@ -539,7 +539,9 @@ fn chunk_limit(body: &ErrorBody) -> Option<Option<u64>> {
         return None;
     }
     let msg = body.message.as_deref()?.to_ascii_lowercase();
-    let at = msg.find("maximum permissible limit").or_else(|| msg.find("too large"))?;
+    let at = msg
+        .find("maximum permissible limit")
+        .or_else(|| msg.find("too large"))?;
     let rest = &msg[at..];
     let limit = rest.find(" of ").and_then(|i| {
         let t = rest[i + 4..].trim_start();
@@ -714,7 +716,8 @@ impl Upload<'_> {
                         self.check_digest(&req, &resp)?;
                         self.task.set_position(size);
                         if let Some(r) = resume.take() {
-                            self.client.learn_status_range(&registry, r.reading_is_count());
+                            self.client
+                                .learn_status_range(&registry, r.reading_is_count());
                         }
                         return Ok(self.uploaded());
                     }
@@ -729,7 +732,8 @@ impl Upload<'_> {
                             failures = 0;
                             strikes = 0;
                             if let Some(r) = resume.take() {
-                                self.client.learn_status_range(&registry, r.reading_is_count());
+                                self.client
+                                    .learn_status_range(&registry, r.reading_is_count());
                             }
                         } else {
                             failures += 1;

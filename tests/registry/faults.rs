@@ -551,8 +551,7 @@ async fn a_huge_or_absurd_expires_in_is_saturated_not_a_panic() {
         let tmp = tempfile::tempdir().unwrap();
         let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3000], 23);
         let c = client(anonymous(), fast_options());
-        let target =
-            RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+        let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
         let pushed = tokio::spawn(async move {
             c.push(
                 &layout,

@@ -59,7 +59,14 @@ async fn push_to(
     within(
         120,
         "the push",
-        c.push(layout, img, &target, &tags, &PushOptions::default(), progress),
+        c.push(
+            layout,
+            img,
+            &target,
+            &tags,
+            &PushOptions::default(),
+            progress,
+        ),
     )
     .await
 }
@@ -189,7 +196,8 @@ async fn a_cdn_524_after_forgejo_stored_a_chunk_resumes_at_the_byte_count_it_rep
         "resumed one byte too far: {log:#?}"
     );
     assert!(
-        log.iter().any(|l| l.method == "GET" && l.path.contains("/blobs/uploads/")),
+        log.iter()
+            .any(|l| l.method == "GET" && l.path.contains("/blobs/uploads/")),
         "the upload's status was asked: {log:#?}"
     );
     assert!(said.iter().any(|s| s.contains("524")), "{said:?}");
@@ -259,7 +267,10 @@ async fn a_cdn_body_cap_answered_with_an_html_413_is_learnt_once_for_every_blob(
         .map(|l| l.content_length)
         .collect();
     assert!(accepted.iter().all(|n| *n <= 10_000_000), "{accepted:?}");
-    eprintln!("figure: 65 MB through a 10 MB body cap: {took:?}, {} 413s", refused.len());
+    eprintln!(
+        "figure: 65 MB through a 10 MB body cap: {took:?}, {} 413s",
+        refused.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,13 +369,13 @@ async fn ghcrs_416_chunk_limit_is_treated_like_a_413() {
     .await;
     let log = reg.log();
     let limited = log.iter().filter(|l| l.status == 416).count();
-    assert!(
-        (1..=3).contains(&limited),
-        "{limited} 416s: {log:#?}"
-    );
+    assert!((1..=3).contains(&limited), "{limited} 416s: {log:#?}");
     let notices: Vec<_> = said.iter().filter(|s| s.contains("refused a")).collect();
     assert_eq!(notices.len(), 1, "{said:#?}");
-    assert!(notices[0].contains("4.0 MiB") || notices[0].contains("4.2 MB"), "{notices:?}");
+    assert!(
+        notices[0].contains("4.0 MiB") || notices[0].contains("4.2 MB"),
+        "{notices:?}"
+    );
     let accepted: Vec<u64> = log
         .iter()
         .filter(|l| l.method == "PATCH" && l.status == 202)
@@ -471,7 +482,9 @@ async fn tags_that_differ_only_by_case_are_refused_before_anything_is_uploaded_t
     assert_eq!(e.exit_code(), ExitCode::Usage, "{e}");
     assert!(e.to_string().contains("lower-cased"), "{e}");
     assert!(
-        reg.log().iter().all(|l| l.method != "POST" && l.method != "PUT"),
+        reg.log()
+            .iter()
+            .all(|l| l.method != "POST" && l.method != "PUT"),
         "{:#?}",
         reg.log()
     );
@@ -494,9 +507,17 @@ async fn forgejo_mounts_from_the_lower_cased_repository_and_never_answers_404_to
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[MIB, 3000], 11);
     let c = client(creds(&reg, "tking", SECRET), fast_options());
-    push_to(&c, &reg, &layout, &img, "tking/base", &["1"], &Progress::hidden())
-        .await
-        .unwrap();
+    push_to(
+        &c,
+        &reg,
+        &layout,
+        &img,
+        "tking/base",
+        &["1"],
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
     let target = RegistryRef::parse_repository(&format!("{}/{REPO}", reg.host())).unwrap();
     let opts = PushOptions {
         mount_from: vec!["tking/base".into()],
@@ -576,8 +597,18 @@ fn push_json_tells_wrong_credentials_from_no_permission_and_both_exit_6() {
     let tmp = tempfile::tempdir().unwrap();
     let (_layout, _img) = make_image(&tmp.path().join("l"), "v1", &[3000], 13);
     for (user, secret, repo, kind) in [
-        ("tking", "wrong-secret-5d2b", "tking/guildhall", "wrong_credentials"),
-        ("reader", "pat-reader-readonly", "reader/app", "no_permission"),
+        (
+            "tking",
+            "wrong-secret-5d2b",
+            "tking/guildhall",
+            "wrong_credentials",
+        ),
+        (
+            "reader",
+            "pat-reader-readonly",
+            "reader/app",
+            "no_permission",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_guildhall-image"))
             .args(["--json", "push", "--tag", "v1", "--layout"])
@@ -598,4 +629,101 @@ fn push_json_tells_wrong_credentials_from_no_permission_and_both_exit_6() {
             + &String::from_utf8_lossy(&out.stderr);
         assert!(!text.contains(secret), "{text}");
     }
+}
+
+#[test]
+fn messages_during_a_push_on_a_terminal_leave_one_clean_bar_per_blob() {
+    // A real terminal: tmux, 100 columns, three blobs at once, each refused
+    // by the CDN's body cap first (the notice is printed while bars show).
+    require("tmux", "tmux");
+    let reg = ForgejoRegistry::start(ForgejoOptions {
+        faults: Faults {
+            cdn: Some(Cdn {
+                body_cap: Some(3_000_000),
+                ..Cdn::default()
+            }),
+            ..Faults::default()
+        },
+        ..ForgejoOptions::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(
+        &tmp.path().join("l"),
+        "v1",
+        &[8 * MIB, 6 * MIB, 5 * MIB],
+        31,
+    );
+    let socket = tmp.path().join("tmux.sock");
+    let done = tmp.path().join("done");
+    let script = tmp.path().join("run.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nenv -u CI GUILDHALL_IMAGE_USERNAME=tking GUILDHALL_IMAGE_PASSWORD={SECRET} GUILDHALL_IMAGE_KEYRING=none DOCKER_CONFIG={} {} push --tag v1 --layout {} --to {}/{REPO} --concurrency 3\necho $? > {}.tmp && mv {}.tmp {}\nsleep 600\n",
+            tmp.path().join("no-docker").display(),
+            env!("CARGO_BIN_EXE_guildhall-image"),
+            layout.root().display(),
+            reg.host(),
+            done.display(),
+            done.display(),
+            done.display(),
+        ),
+    )
+    .unwrap();
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("running tmux")
+    };
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "40",
+        "sh",
+        &script.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let started = Instant::now();
+    while !done.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the push in tmux did not end"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The bars' last redraw is on screen once the process has exited.
+    std::thread::sleep(Duration::from_millis(300));
+    let screen = tmux(&["capture-pane", "-p", "-S", "-100"]);
+    let _ = tmux(&["kill-server"]);
+    let screen = String::from_utf8_lossy(&screen.stdout).to_string();
+    let code = std::fs::read_to_string(&done).unwrap();
+    assert_eq!(code.trim(), "0", "{screen}");
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    let notices = lines.iter().filter(|l| l.contains("refused a")).count();
+    assert_eq!(notices, 1, "the 413 notice once:\n{screen}");
+    let digests = layout.reachable().unwrap();
+    let mut bars = 0;
+    for d in digests.iter().filter(|d| **d != img.digest) {
+        let prefix = format!("push {}", d.short());
+        let n = lines.iter().filter(|l| l.contains(&prefix)).count();
+        assert_eq!(n, 1, "one bar for {prefix}:\n{screen}");
+        bars += 1;
+    }
+    assert_eq!(bars, 4, "{screen}");
+    assert!(
+        !lines.iter().any(|l| l.contains(" 0 B/")),
+        "a stale bar at 0 B:\n{screen}"
+    );
+    let joined: String = screen.lines().map(str::trim_end).collect();
+    assert!(
+        joined.contains(&format!("{}/{REPO}@{}", reg.host(), img.digest)),
+        "the reference is printed:\n{screen}"
+    );
 }

@@ -173,8 +173,8 @@ impl FaultyRegistry {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        for (listener, on_alias) in std::iter::once((listener, false))
-            .chain(alias_listener.into_iter().map(|l| (l, true)))
+        for (listener, on_alias) in
+            std::iter::once((listener, false)).chain(alias_listener.into_iter().map(|l| (l, true)))
         {
             let state = state.clone();
             let stop = stop.clone();

@@ -711,7 +711,8 @@ fn challenge(st: &State) -> Reply {
 }
 
 fn no_permission() -> Reply {
-    Reply::plain(401, "reqPackageAccess").header("WWW-Authenticate", "Basic realm=\"Gitea Package API\"")
+    Reply::plain(401, "reqPackageAccess")
+        .header("WWW-Authenticate", "Basic realm=\"Gitea Package API\"")
 }
 
 fn image_name_ok(s: &str) -> bool {
@@ -802,7 +803,8 @@ fn origin(state: &Arc<Mutex<State>>, req: &Request, body: &mut dyn Read) -> Repl
                         expired: false,
                     },
                 );
-                let mut r = Reply::new(200).header("Content-Type", "application/json;charset=utf-8");
+                let mut r =
+                    Reply::new(200).header("Content-Type", "application/json;charset=utf-8");
                 r.body = format!("{{\"token\":{}}}\n", json_str(&token)).into_bytes();
                 r
             }
@@ -817,8 +819,16 @@ fn origin(state: &Arc<Mutex<State>>, req: &Request, body: &mut dyn Read) -> Repl
     }
     let (owner, path) = rest.split_once('/').unwrap_or((rest, ""));
     let owner = owner.to_lowercase();
-    let exists = st.opts.accounts.iter().any(|a| a.user.to_lowercase() == owner)
-        || st.opts.other_owners.iter().any(|o| o.to_lowercase() == owner);
+    let exists = st
+        .opts
+        .accounts
+        .iter()
+        .any(|a| a.user.to_lowercase() == owner)
+        || st
+            .opts
+            .other_owners
+            .iter()
+            .any(|o| o.to_lowercase() == owner);
     if !exists {
         return Reply::html(404, "<html><body>Not found.</body></html>".into());
     }
@@ -1114,7 +1124,10 @@ fn initiate_upload(
     );
     let _ = std::fs::File::create(upload_path(&st.root, &id));
     Reply::api(202)
-        .header("Location", format!("/v2/{owner}/{image}/blobs/uploads/{id}"))
+        .header(
+            "Location",
+            format!("/v2/{owner}/{image}/blobs/uploads/{id}"),
+        )
         .header("Range", "0-0")
         .header("Docker-Upload-Uuid", id)
 }
@@ -1252,7 +1265,10 @@ fn upload_chunk(
         return r;
     }
     Reply::api(202)
-        .header("Location", format!("/v2/{owner}/{image}/blobs/uploads/{id}"))
+        .header(
+            "Location",
+            format!("/v2/{owner}/{image}/blobs/uploads/{id}"),
+        )
         .header("Range", format!("0-{}", received as i64 - 1))
         .header("Docker-Upload-Uuid", id)
 }
@@ -1438,13 +1454,19 @@ fn upload_manifest(
         p.tagged.insert(version, ());
     }
     Reply::api(201)
-        .header("Location", format!("/v2/{owner}/{image}/manifests/{reference}"))
+        .header(
+            "Location",
+            format!("/v2/{owner}/{image}/manifests/{reference}"),
+        )
         .header("Docker-Content-Digest", digest.clone())
         .header("ETag", format!("\"{digest}\""))
 }
 
 fn tag_list(st: &State, owner: &str, image: &str) -> Reply {
-    let Some(p) = st.packages.get(&(owner.to_lowercase(), image.to_lowercase())) else {
+    let Some(p) = st
+        .packages
+        .get(&(owner.to_lowercase(), image.to_lowercase()))
+    else {
         return Reply::named(404, "NAME_UNKNOWN", "");
     };
     let tags: Vec<&String> = p.tagged.keys().collect();
