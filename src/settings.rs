@@ -676,7 +676,7 @@ mod tests {
     #[test]
     fn chunk_sizes_below_one_mebibyte_are_refused_with_the_reason() {
         let e = parse_chunk_size("1").unwrap_err();
-        assert!(e.contains("1MiB") && e.contains("413"), "{e}");
+        assert!(e.contains("1MiB") && e.contains("refuses"), "{e}");
         assert!(parse_chunk_size("512KiB").is_err());
         assert_eq!(parse_chunk_size("1MiB").unwrap(), 1024 * 1024);
         assert_eq!(parse_chunk_size("16MiB").unwrap(), 16 * 1024 * 1024);

@@ -214,8 +214,10 @@ impl SecretService {
             keyring,
             home: home.to_owned(),
         };
-        // Wait until the service answers on the bus.
-        for _ in 0..100 {
+        // Wait until the service answers on the bus (a generous bound: on a
+        // loaded CI machine the daemon takes its time).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             let ok = Command::new("dbus-send")
                 .args([
                     "--session",

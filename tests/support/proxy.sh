@@ -103,12 +103,12 @@ setsid "$nginx" -p "$dir" -c "$dir/nginx.conf" -g "error_log $dir/error.log;" </
 pid=$!
 echo "$pid" > "$dir/nginx.pid"   # nginx rewrites it with the same pid (daemon off)
 
-for ((i = 0; i < 300; i++)); do
+for ((i = 0; i < 600; i++)); do
   kill -0 "$pid" 2>/dev/null || { tail -n 5 "$dir/error.log" >&2; die "nginx exited"; }
   if curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/"; then break; fi
   sleep 0.1
 done
-[ "$i" -lt 300 ] || { stop "$dir"; die "nginx did not accept connections on $port within 30 s"; }
+[ "$i" -lt 600 ] || { stop "$dir"; die "nginx did not accept connections on $port within 60 s"; }
 
 echo "URL=http://127.0.0.1:$port"
 echo "HOST=127.0.0.1:$port"

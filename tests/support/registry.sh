@@ -72,10 +72,10 @@ do_stop() {
   stop_pidfile "$dir/token.pid"
 }
 
-# wait_http URL WANT_STATUS PID: poll for at most 30 s.
+# wait_http URL WANT_STATUS PID: poll for at most 60 s (a loaded CI machine is slow to start a registry).
 wait_http() {
   local url="$1" want="$2" pid="$3" code i
-  for ((i = 0; i < 300; i++)); do
+  for ((i = 0; i < 600; i++)); do
     kill -0 "$pid" 2>/dev/null || return 1
     code="$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$url" || true)"
     [ "$code" = "$want" ] && return 0

@@ -13,7 +13,7 @@
 # fixture starts listens beyond loopback), RELEASE_NODE=NAME (a unique Erlang
 # node name: containers share the host's epmd), plus any KEY=VALUE, replaces the command when `-- CMD…` is given,
 # then `runc run -d` as container NAME. The process's stdout+stderr go to
-# BUNDLE/output.log. With PORT, waits (at most 30 s, RUN_IMAGE_WAIT seconds)
+# BUNDLE/output.log. With PORT, waits (at most 60 s, RUN_IMAGE_WAIT seconds)
 # until GET http://127.0.0.1:PORT/health answers 200, and fails (printing the
 # log) otherwise; set RUN_IMAGE_WAIT=0 to skip waiting.
 # Prints KEY=VALUE lines: NAME, BUNDLE, PID, LOG (and URL with PORT).
@@ -79,9 +79,9 @@ runc run -d --pid-file "$bundle/container.pid" -b "$bundle" "$name" </dev/null >
   || { cat "$log" >&2; die "runc run failed"; }
 pid="$(cat "$bundle/container.pid")"
 
-if [ -n "$port" ] && [ "${RUN_IMAGE_WAIT:-30}" != 0 ]; then
+if [ -n "$port" ] && [ "${RUN_IMAGE_WAIT:-60}" != 0 ]; then
   ok=""
-  for ((i = 0; i < ${RUN_IMAGE_WAIT:-30} * 5; i++)); do
+  for ((i = 0; i < ${RUN_IMAGE_WAIT:-60} * 5; i++)); do
     if [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$port/health" || true)" = 200 ]; then ok=1; break; fi
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.2
