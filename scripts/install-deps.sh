@@ -13,7 +13,7 @@ packages=(
   gnome-keyring dbus-x11 libsecret-tools keyutils
   # tests/support and fixtures scripts
   jq curl ca-certificates python3 python3-cryptography util-linux tar gzip
-  coreutils findutils gawk procps iproute2 git time
+  coreutils findutils gawk procps iproute2 git time tmux
   # crates with C parts
   build-essential pkg-config
 )

@@ -223,12 +223,18 @@ pub struct PushArgs {
     /// Write the pushed digest (sha256:…) to this file.
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Upload chunk size for large blobs (e.g. 64MiB; ghcr takes 4MiB).
+    /// Upload chunk size for large blobs, at least 1MiB (default: 16MiB for Forgejo, to fit Cloudflare's windows; 4MiB for ghcr; 64MiB otherwise). A registry that refuses a body as too large (413, or ghcr's 416) makes the chunks smaller for the rest of the push.
     #[arg(long, value_name = "SIZE")]
     pub chunk_size: Option<String>,
     /// Blobs uploaded at once.
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Give up on a request (and resume from the upload's status) when no byte could be sent for this long [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Give up on a request (and resume from the upload's status) when no answer came this long after it was sent in full; above Cloudflare's 100 s origin window, so its 524 is heard [default: 150s].
+    #[arg(long, value_name = "DURATION")]
+    pub response_timeout: Option<String>,
     /// Registry credentials.
     #[command(flatten)]
     pub creds: CredentialArgs,

@@ -1,6 +1,11 @@
 //! Progress for long work: bars on a TTY, a plain line every few seconds
 //! otherwise (so CI logs read well), nothing with `-q`. Always on stderr;
 //! stdout is kept for results (`--json`).
+//!
+//! On a terminal every line printed while bars are shown goes through the
+//! bars' [`MultiProgress`] ([`Progress::say`]), and every bar is attached to
+//! it before it can draw: a bar drawing itself, or a line written past the
+//! bars, leaves stale and duplicated bars on the screen.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +31,8 @@ pub struct Progress {
     mode: Mode,
     multi: Option<MultiProgress>,
     interval: Duration,
+    /// Where [`Progress::say`] lines also go (tests, callers that log).
+    sink: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Progress {
@@ -49,7 +56,16 @@ impl Progress {
             mode,
             multi,
             interval: Duration::from_secs(5),
+            sink: None,
         }
+    }
+
+    /// No output, but every [`Progress::say`] line kept in the returned list.
+    pub fn recording() -> (Progress, Arc<Mutex<Vec<String>>>) {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let mut p = Progress::new(Mode::Quiet);
+        p.sink = Some(sink.clone());
+        (p, sink)
     }
 
     /// No output at all (library use, tests).
@@ -64,6 +80,11 @@ impl Progress {
 
     /// A one-off status line (not shown with `-q`).
     pub fn say(&self, msg: impl AsRef<str>) {
+        if let Some(s) = &self.sink {
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(msg.as_ref().to_owned());
+        }
         match (&self.multi, self.mode) {
             (Some(m), _) => {
                 let _ = m.println(msg.as_ref());
@@ -77,10 +98,13 @@ impl Progress {
     pub fn task(&self, label: impl Into<String>, total: Option<u64>) -> Task {
         let label = label.into();
         let bar = self.multi.as_ref().map(|m| {
-            let b = match total {
-                Some(t) => ProgressBar::new(t),
-                None => ProgressBar::new_spinner(),
-            };
+            // Hidden until the MultiProgress owns it: `ProgressBar::new`
+            // would draw on stderr by itself at the first `set_prefix`,
+            // past the bars, and that line stays on screen for good.
+            let b = m.add(ProgressBar::with_draw_target(
+                total,
+                ProgressDrawTarget::hidden(),
+            ));
             b.set_style(
                 ProgressStyle::with_template(
                     "{prefix:>24} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
@@ -88,7 +112,7 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_prefix(label.clone());
-            m.add(b)
+            b
         });
         Task {
             inner: Arc::new(TaskInner {

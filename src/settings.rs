@@ -32,7 +32,10 @@ pub fn is_numeric_user(user: &str) -> bool {
     uid.is_some_and(|u| !u.is_empty()) && numeric(uid) && numeric(parts.next())
 }
 /// 64 MiB: comfortably under a CDN's 100 MB request-body cap.
-pub const DEFAULT_CHUNK: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_CHUNK: u64 = crate::registry::DEFAULT_CHUNK;
+/// The built-in Forgejo target's chunk: 16 MiB, to fit Cloudflare's windows
+/// (see [`crate::registry::FORGEJO_CHUNK`]).
+pub const FORGEJO_CHUNK: u64 = crate::registry::FORGEJO_CHUNK;
 /// ghcr.io takes at most 4 MiB per upload request.
 pub const GHCR_CHUNK: u64 = 4 * 1024 * 1024;
 
@@ -139,6 +142,10 @@ pub struct TargetSection {
     pub concurrency: Option<usize>,
     /// Plain HTTP.
     pub insecure: Option<bool>,
+    /// Idle bound while sending ("30s").
+    pub idle_timeout: Option<String>,
+    /// Bound for the answer to a fully sent request ("150s").
+    pub response_timeout: Option<String>,
 }
 
 /// A push target, resolved.
@@ -154,6 +161,10 @@ pub struct Target {
     pub concurrency: usize,
     /// Plain HTTP.
     pub insecure: bool,
+    /// No byte sent (or received) for this long: the request is abandoned.
+    pub idle_timeout: Duration,
+    /// No answer this long after a request was sent in full: abandoned.
+    pub response_timeout: Duration,
 }
 
 /// Settings shared by every command.
@@ -328,7 +339,7 @@ impl Settings {
         }
         let builtin = |n: &str| -> Option<(&str, u64)> {
             match n {
-                "forgejo" => Some(("git.guildhouse.dev/tking/guildhall", DEFAULT_CHUNK)),
+                "forgejo" => Some(("git.guildhouse.dev/tking/guildhall", FORGEJO_CHUNK)),
                 "ghcr" => Some(("ghcr.io/gh-tking/guildhall", GHCR_CHUNK)),
                 _ => None,
             }
@@ -355,19 +366,35 @@ impl Settings {
             .map_err(|e| invalid(format!("target `{name}`"), e.to_string()))?;
         let chunk_size = match section.and_then(|s| s.chunk_size.as_deref()) {
             Some(s) => {
-                parse_size(s).map_err(|r| invalid(format!("targets.{name}.chunk_size"), r))?
+                parse_chunk_size(s).map_err(|r| invalid(format!("targets.{name}.chunk_size"), r))?
             }
             None if repository.registry == "ghcr.io" => GHCR_CHUNK,
             None => default_chunk,
         };
         let insecure = section.and_then(|s| s.insecure).unwrap_or(false)
             || self.is_insecure(&repository.registry);
+        let timeout = |value: Option<&str>, key: &str, default: Duration| match value {
+            Some(v) => parse_duration(v).map_err(|r| invalid(format!("targets.{name}.{key}"), r)),
+            None => Ok(default),
+        };
+        let idle_timeout = timeout(
+            section.and_then(|s| s.idle_timeout.as_deref()),
+            "idle_timeout",
+            crate::registry::DEFAULT_IDLE_TIMEOUT,
+        )?;
+        let response_timeout = timeout(
+            section.and_then(|s| s.response_timeout.as_deref()),
+            "response_timeout",
+            crate::registry::DEFAULT_RESPONSE_TIMEOUT,
+        )?;
         Ok(Target {
             name,
             repository,
             chunk_size,
             concurrency: section.and_then(|s| s.concurrency).unwrap_or(3).max(1),
             insecure,
+            idle_timeout,
+            response_timeout,
         })
     }
 
@@ -519,7 +546,14 @@ impl Settings {
         }
         let mut target = self.target(a.to.as_deref())?;
         if let Some(c) = &a.chunk_size {
-            target.chunk_size = parse_size(c).map_err(|r| invalid("--chunk-size", r))?;
+            target.chunk_size = parse_chunk_size(c).map_err(|r| invalid("--chunk-size", r))?;
+        }
+        if let Some(t) = &a.idle_timeout {
+            target.idle_timeout = parse_duration(t).map_err(|r| invalid("--idle-timeout", r))?;
+        }
+        if let Some(t) = &a.response_timeout {
+            target.response_timeout =
+                parse_duration(t).map_err(|r| invalid("--response-timeout", r))?;
         }
         if let Some(n) = a.concurrency {
             if n == 0 {
@@ -615,6 +649,54 @@ fn parse_cmd(c: &str) -> Result<Vec<String>, SettingsError> {
 }
 
 /// `123`, `4MiB`, `64MB`, `1GiB` → bytes.
+/// A chunk size: a size of at least 1 MiB (smaller chunks only cost
+/// requests; a registry that needs them says so with a 413, and the client
+/// goes lower on its own).
+pub fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    if v < crate::registry::MIN_CHUNK {
+        return Err(format!(
+            "`{s}` is below the smallest chunk size, 1MiB (a registry that refuses large request bodies is detected, and the chunks made smaller as far as it needs)"
+        ));
+    }
+    Ok(v)
+}
+
+/// A duration: `30s`, `2m`, `1m30s`, `500ms`, or plain seconds; more than zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("`{s}` is not a duration (e.g. 30s, 2m, 150)");
+    if let Ok(secs) = t.parse::<u64>() {
+        return (secs > 0)
+            .then(|| Duration::from_secs(secs))
+            .ok_or_else(|| format!("`{s}` must be more than zero"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (n, tail) = rest.split_at(split);
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(d);
+        rest = tail;
+    }
+    if total.is_zero() {
+        return Err(format!("`{s}` must be more than zero"));
+    }
+    Ok(total)
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -648,6 +730,26 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sizes_below_one_mebibyte_are_refused_with_the_reason() {
+        let e = parse_chunk_size("1").unwrap_err();
+        assert!(e.contains("1MiB") && e.contains("refuses"), "{e}");
+        assert!(parse_chunk_size("512KiB").is_err());
+        assert_eq!(parse_chunk_size("1MiB").unwrap(), 1024 * 1024);
+        assert_eq!(parse_chunk_size("16MiB").unwrap(), 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn timeouts_read_as_durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("150").unwrap(), Duration::from_secs(150));
+        assert_eq!(parse_duration("2m30s").unwrap(), Duration::from_secs(150));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
 
     #[test]
     fn built_in_targets_have_their_registries_chunk_sizes() {

@@ -516,7 +516,7 @@ fn login_asks_on_a_terminal_for_the_user_and_the_password_without_echo() {
     });
     let mut seen = String::new();
     let wait_for = |what: &str, seen: &mut String| {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !seen.contains(what) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {

@@ -92,6 +92,8 @@ pub fn client(settings: &Settings, chain: Chain, target: Option<&Target>) -> Res
         opts.chunk_size = t.chunk_size;
         opts.monolithic_max = t.chunk_size;
         opts.concurrency = t.concurrency;
+        opts.read_timeout = t.idle_timeout;
+        opts.response_timeout = t.response_timeout;
     }
     Ok(Client::new(Arc::new(chain), opts)?)
 }

@@ -21,7 +21,7 @@ pub async fn run(settings: &Settings, a: &PushArgs) -> Result<()> {
     let progress = super::progress(settings);
     let layout = Layout::open(&s.layout)
         .with_context(|| format!("opening the layout {}", s.layout.display()))?;
-    let report = push_tags(
+    let report = match push_tags(
         settings,
         &layout,
         &s.target,
@@ -30,13 +30,57 @@ pub async fn run(settings: &Settings, a: &PushArgs) -> Result<()> {
         s.digest_file.as_deref(),
         &progress,
     )
-    .await?;
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            if settings.json {
+                super::print_json(&error_json(&e));
+            }
+            return Err(e);
+        }
+    };
     if settings.json {
         super::print_json(&json!(report));
     } else {
         crate::out!("{}", report.reference);
     }
     Ok(())
+}
+
+/// The `--json` report of a failed push: the message, the exit code and,
+/// for authentication failures, their kind (`wrong_credentials`: the
+/// credentials were refused; `no_permission`: they are valid but may not
+/// write there; `no_credentials`), with the registry and repository.
+pub fn error_json(e: &anyhow::Error) -> serde_json::Value {
+    let code = crate::exit::classify(e) as u8;
+    let registry_error = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::registry::RegistryError>());
+    let mut error = json!({
+        "message": e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "),
+        "exit_code": code,
+    });
+    if let Some(re) = registry_error {
+        if let Some(kind) = re.auth_kind() {
+            error["kind"] = json!(kind);
+        }
+        match re {
+            crate::registry::RegistryError::Unauthorized { registry, .. } => {
+                error["registry"] = json!(registry);
+            }
+            crate::registry::RegistryError::Denied {
+                registry,
+                repository,
+                ..
+            } => {
+                error["registry"] = json!(registry);
+                error["repository"] = json!(repository);
+            }
+            _ => {}
+        }
+    }
+    json!({ "error": error })
 }
 
 /// Push the image the `tags` name in `layout` (they must all name the same

@@ -9,7 +9,6 @@
 //! token lifetime. A failed token request is remembered too: wrong
 //! credentials give one error, not one per blob.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,11 +18,16 @@ use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::{Client, ErrorBody, Redacted, RegistryError, Req, ReqBody, Result};
+use super::{AuthFailure, Client, ErrorBody, Redacted, RegistryError, Req, ReqBody, Result};
 use crate::auth::{Credential, CredentialKind, Secret};
 
 /// Token lifetime when the token service does not say (distribution spec).
+/// Forgejo never says (its tokens live 24 h), so a push to it asks for a
+/// token about once a minute; a token refused earlier is replaced anyway.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// The longest a token is trusted, whatever `expires_in` says: a huge or
+/// absurd value saturates here instead of overflowing the clock.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The OAuth2 client id sent with identity-token exchanges.
 const CLIENT_ID: &str = "guildhall-image";
 
@@ -202,6 +206,29 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
+/// Which registry software is at the other end, as far as its challenge
+/// or name tells: it decides a few defaults and messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// Forgejo or Gitea: `Bearer realm="<ROOT_URL>v2/token",service="container_registry",scope="*"`.
+    Forgejo,
+    /// ghcr.io.
+    Ghcr,
+    /// Anything else (CNCF distribution and the like).
+    Other,
+}
+
+/// Tell the flavour from the registry's Bearer challenge.
+fn flavor_of(registry: &str, service: Option<&str>, realm: &Url) -> Flavor {
+    if registry == "ghcr.io" {
+        Flavor::Ghcr
+    } else if service == Some("container_registry") && realm.path().ends_with("/v2/token") {
+        Flavor::Forgejo
+    } else {
+        Flavor::Other
+    }
+}
+
 /// How a registry wants to be spoken to, once known.
 #[derive(Clone, Debug)]
 enum Known {
@@ -223,7 +250,7 @@ struct Token {
 struct TokenSlot {
     token: Option<Token>,
     /// A rejection remembered, so parallel requests do not ask again.
-    failed: Option<String>,
+    failed: Option<(String, AuthFailure)>,
 }
 
 /// A token slot, locked while its token is fetched.
@@ -252,6 +279,16 @@ impl AuthState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(registry.to_owned(), c);
+    }
+
+    fn flavor(&self, registry: &str) -> Flavor {
+        match self.known(registry) {
+            Some(Known::Bearer { realm, service }) => {
+                flavor_of(registry, service.as_deref(), &realm)
+            }
+            _ if registry == "ghcr.io" => Flavor::Ghcr,
+            _ => Flavor::Other,
+        }
     }
 
     fn known(&self, registry: &str) -> Option<Known> {
@@ -298,7 +335,33 @@ fn who(c: &Credential) -> String {
     format!("user `{}` (from {})", c.username, c.source)
 }
 
+/// What a denial should tell the user to check.
+fn permission_hint(flavor: Flavor, registry: &str, user: &str, repository: &str) -> String {
+    let path = repository
+        .strip_prefix(registry)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(repository);
+    let owner = path.split('/').next().unwrap_or(path);
+    match flavor {
+        Flavor::Forgejo => format!(
+            "the credentials are valid, but they do not allow writing to {repository}: check that the access token has the `write:package` scope, and that `{owner}` in the repository path is `{user}` or an organisation where `{user}` may write packages"
+        ),
+        Flavor::Ghcr => format!(
+            "the credentials are valid, but they do not allow writing to {repository}: check that the token has the `write:packages` scope and that `{user}` may write the package (its repository access settings)"
+        ),
+        Flavor::Other => format!(
+            "the credentials are valid, but they do not allow writing to {repository}: check the permissions of `{user}` on it"
+        ),
+    }
+}
+
 impl Client {
+    /// Which registry software `registry` is, as far as its challenge tells
+    /// (after the first request to it).
+    pub fn flavor(&self, registry: &str) -> Flavor {
+        self.inner.auth.flavor(registry)
+    }
+
     /// Learn the registry's challenge (`GET /v2/`) if it is not known yet,
     /// and make sure credentials work for `ctx`: Basic is tried against
     /// `/v2/`, a Bearer token is fetched. Errors here are the one clear
@@ -362,10 +425,11 @@ impl Client {
     async fn token(&self, ctx: &AuthCtx, realm: &Url, service: Option<&str>) -> Result<Secret> {
         let slot = self.inner.auth.slot(&ctx.registry, &ctx.scope);
         let mut slot = slot.lock().await;
-        if let Some(reason) = &slot.failed {
+        if let Some((reason, kind)) = &slot.failed {
             return Err(RegistryError::Unauthorized {
                 registry: ctx.registry.clone(),
                 reason: reason.clone(),
+                kind: *kind,
             });
         }
         if let Some(t) = &slot.token {
@@ -379,9 +443,17 @@ impl Client {
                 slot.token = Some(t);
                 Ok(v)
             }
-            Err(RegistryError::Unauthorized { registry, reason }) => {
-                slot.failed = Some(reason.clone());
-                Err(RegistryError::Unauthorized { registry, reason })
+            Err(RegistryError::Unauthorized {
+                registry,
+                reason,
+                kind,
+            }) => {
+                slot.failed = Some((reason.clone(), kind));
+                Err(RegistryError::Unauthorized {
+                    registry,
+                    reason,
+                    kind,
+                })
             }
             Err(e) => Err(e),
         }
@@ -438,21 +510,26 @@ impl Client {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let body = super::read_error_body(resp).await;
-            let reason = match &creds {
-                Some(c) => format!(
-                    "the token service {} rejected the credentials of {} ({body})",
-                    Redacted::new(realm),
-                    who(c)
+            let (reason, kind) = match &creds {
+                Some(c) => (
+                    format!(
+                        "the token service {} rejected the credentials of {} ({body})",
+                        Redacted::new(realm),
+                        who(c)
+                    ),
+                    AuthFailure::WrongCredentials,
                 ),
-                None => {
+                None => (
                     format!(
                         "the registry requires authentication and no credentials were found for it ({body})"
-                    )
-                }
+                    ),
+                    AuthFailure::NoCredentials,
+                ),
             };
             return Err(RegistryError::Unauthorized {
                 registry: ctx.registry.clone(),
                 reason,
+                kind,
             });
         }
         if !status.is_success() {
@@ -474,7 +551,8 @@ impl Client {
         struct TokenResponse {
             token: Option<String>,
             access_token: Option<String>,
-            expires_in: Option<u64>,
+            /// Any JSON: a number of seconds is used, anything else ignored.
+            expires_in: Option<serde_json::Value>,
         }
         let parsed: TokenResponse =
             serde_json::from_slice(&bytes).map_err(|e| RegistryError::TokenService {
@@ -491,24 +569,33 @@ impl Client {
                 url: Redacted::new(realm),
                 reason: "the answer has neither `token` nor `access_token`".into(),
             })?;
-        let ttl = parsed
-            .expires_in
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_TTL);
+        let ttl = token_ttl(parsed.expires_in.as_ref());
         // Renew a little early (a fifth of the lifetime, at most 30 s) so a
         // request does not set out with a token about to die.
         let margin = (ttl / 5).min(Duration::from_secs(30));
         tracing::debug!(registry = %ctx.registry, scope = %ctx.scope.key(), ttl_s = ttl.as_secs(), "token granted");
+        let valid_until = started
+            .checked_add(ttl - margin)
+            .unwrap_or_else(|| started + DEFAULT_TOKEN_TTL);
         Ok(Token {
             value: Secret::new(value),
-            valid_until: started + ttl - margin,
+            valid_until,
         })
     }
 
     /// A 401 arrived: learn the challenge, drop a token the registry no
-    /// longer takes, and say whether another try makes sense. Returns scope
-    /// items the challenge asked for beyond the context's.
+    /// longer takes, and say whether another try makes sense (`Ok`), with
+    /// scope items the challenge asked for beyond the context's; or the
+    /// error to report at once.
+    ///
+    /// - A Bearer challenge: (re)learn the realm, forget the token sent.
+    /// - A Basic challenge to a request that carried a Bearer token the
+    ///   registry's own token service issued: the credentials are valid but
+    ///   the access is not granted (Forgejo's `reqPackageAccess`). Not a
+    ///   reason to switch to Basic.
+    /// - No challenge at all, to a Bearer token: the token is expired or
+    ///   otherwise refused (Forgejo answers so); a fresh one is fetched
+    ///   through the realm already known, and the request tried once more.
     pub(crate) async fn on_unauthorized(
         &self,
         ctx: &AuthCtx,
@@ -518,6 +605,7 @@ impl Client {
     ) -> Result<Option<Vec<String>>> {
         let bearer = challenges.iter().find(|c| c.scheme == "bearer");
         let basic = challenges.iter().find(|c| c.scheme == "basic");
+        let sent_bearer = sent.is_some_and(|h| h.as_bytes().starts_with(b"Bearer "));
         if let Some(b) = bearer {
             let realm = b
                 .param("realm")
@@ -525,6 +613,7 @@ impl Client {
                 .ok_or_else(|| RegistryError::Unauthorized {
                     registry: ctx.registry.clone(),
                     reason: "the registry's Bearer challenge has no usable realm".into(),
+                    kind: AuthFailure::WrongCredentials,
                 })?;
             self.inner.auth.set_known(
                 &ctx.registry,
@@ -533,31 +622,24 @@ impl Client {
                     service: b.param("service").map(str::to_owned),
                 },
             );
-            // The token sent is no longer good (expired, or revoked): drop it
-            // unless another request already replaced it.
             if let Some(sent) = sent {
-                let slot = self.inner.auth.slot(&ctx.registry, &ctx.scope);
-                let mut slot = slot.lock().await;
-                let same = slot
-                    .token
-                    .as_ref()
-                    .and_then(|t| bearer_header(&t.value))
-                    .is_some_and(|h| h.as_bytes() == sent.as_bytes());
-                if same {
-                    tracing::debug!(registry = %ctx.registry, "token refused; fetching a fresh one");
-                    slot.token = None;
-                }
+                self.forget_token(ctx, sent).await;
             }
             let extra: Vec<String> = b
                 .param("scope")
                 .map(|s| {
                     s.split(' ')
-                        .filter(|x| !x.is_empty() && !ctx.scope.items().iter().any(|y| y == x))
+                        .filter(|x| {
+                            !x.is_empty() && *x != "*" && !ctx.scope.items().iter().any(|y| y == x)
+                        })
                         .map(str::to_owned)
                         .collect()
                 })
                 .unwrap_or_default();
             return Ok((!extra.is_empty()).then_some(extra));
+        }
+        if basic.is_some() && sent_bearer && self.is_bearer(&ctx.registry) {
+            return Err(self.denied(ctx, body).await);
         }
         if basic.is_some() {
             self.inner.auth.set_known(&ctx.registry, Known::Basic);
@@ -568,6 +650,7 @@ impl Client {
                     reason: format!(
                         "the registry requires authentication and no credentials were found for it ({body})"
                     ),
+                    kind: AuthFailure::NoCredentials,
                 }),
                 (Some(c), Some(_)) => Err(RegistryError::Unauthorized {
                     registry: ctx.registry.clone(),
@@ -575,14 +658,67 @@ impl Client {
                         "the registry rejected the credentials of {} ({body})",
                         who(&c)
                     ),
+                    kind: AuthFailure::WrongCredentials,
                 }),
                 (Some(_), None) => Ok(None),
             };
         }
+        if let (Some(sent), true) = (sent, self.is_bearer(&ctx.registry)) {
+            tracing::debug!(registry = %ctx.registry, "HTTP 401 without a challenge to a token; fetching a fresh one");
+            self.forget_token(ctx, sent).await;
+            return Ok(None);
+        }
         Err(RegistryError::Unauthorized {
             registry: ctx.registry.clone(),
             reason: format!("HTTP 401 without a Basic or Bearer challenge ({body})"),
+            kind: AuthFailure::WrongCredentials,
         })
+    }
+
+    /// Drop the cached token if it is the one sent (another request may
+    /// have replaced it already).
+    async fn forget_token(&self, ctx: &AuthCtx, sent: &HeaderValue) {
+        let slot = self.inner.auth.slot(&ctx.registry, &ctx.scope);
+        let mut slot = slot.lock().await;
+        let same = slot
+            .token
+            .as_ref()
+            .and_then(|t| bearer_header(&t.value))
+            .is_some_and(|h| h.as_bytes() == sent.as_bytes());
+        if same {
+            tracing::debug!(registry = %ctx.registry, "token refused; fetching a fresh one");
+            slot.token = None;
+        }
+    }
+
+    /// The error for valid credentials (a token was issued) without the
+    /// access asked for; anonymous callers hear that they have no
+    /// credentials.
+    pub(crate) async fn denied(&self, ctx: &AuthCtx, body: &ErrorBody) -> RegistryError {
+        let repository = ctx.repository.clone().unwrap_or_default();
+        match self.creds_for(&ctx.registry).await.ok().flatten() {
+            Some(c) => RegistryError::Denied {
+                registry: ctx.registry.clone(),
+                repository: repository.clone(),
+                reason: format!(
+                    "{}: {} ({body})",
+                    who(&c),
+                    permission_hint(
+                        self.flavor(&ctx.registry),
+                        &ctx.registry,
+                        &c.username,
+                        &repository
+                    )
+                ),
+            },
+            None => RegistryError::Unauthorized {
+                registry: ctx.registry.clone(),
+                reason: format!(
+                    "no credentials were found for it, and an anonymous token may not write to {repository} ({body})"
+                ),
+                kind: AuthFailure::NoCredentials,
+            },
+        }
     }
 
     /// The error for a second 401 in a row.
@@ -597,30 +733,36 @@ impl Client {
         let insufficient = challenges
             .iter()
             .any(|c| c.param("error") == Some("insufficient_scope"));
+        let basic = challenges.iter().any(|c| c.scheme == "basic");
         match (creds, sent_auth) {
-            (Some(c), true) if insufficient || self.is_bearer(&ctx.registry) => {
-                RegistryError::Denied {
+            (Some(_), true) if insufficient || (basic && self.is_bearer(&ctx.registry)) => {
+                self.denied(ctx, body).await
+            }
+            (Some(c), true) if challenges.is_empty() && self.is_bearer(&ctx.registry) => {
+                RegistryError::Unauthorized {
                     registry: ctx.registry.clone(),
-                    repository: ctx.repository.clone().unwrap_or_default(),
                     reason: format!(
-                        "{} lacks {} ({body})",
-                        who(&c),
-                        Cow::<str>::Owned(ctx.scope.key())
+                        "the registry refused a token its token service had just issued to {} ({body})",
+                        who(&c)
                     ),
+                    kind: AuthFailure::WrongCredentials,
                 }
             }
+            (Some(_), true) if self.is_bearer(&ctx.registry) => self.denied(ctx, body).await,
             (Some(c), _) => RegistryError::Unauthorized {
                 registry: ctx.registry.clone(),
                 reason: format!(
                     "the registry rejected the credentials of {} ({body})",
                     who(&c)
                 ),
+                kind: AuthFailure::WrongCredentials,
             },
             (None, _) => RegistryError::Unauthorized {
                 registry: ctx.registry.clone(),
                 reason: format!(
                     "the registry requires authentication and no credentials were found for it ({body})"
                 ),
+                kind: AuthFailure::NoCredentials,
             },
         }
     }
@@ -630,9 +772,51 @@ impl Client {
     }
 }
 
+/// The lifetime a token response gives: `expires_in` seconds when it is a
+/// positive number, saturated at [`MAX_TOKEN_TTL`]; the default otherwise.
+fn token_ttl(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = expires_in.and_then(|v| {
+        v.as_u64()
+            .map(|s| s as f64)
+            .or_else(|| v.as_f64())
+            .filter(|s| s.is_finite() && *s >= 1.0)
+    });
+    match secs {
+        Some(s) if s >= MAX_TOKEN_TTL.as_secs_f64() => MAX_TOKEN_TTL,
+        Some(s) => Duration::from_secs_f64(s),
+        None => DEFAULT_TOKEN_TTL,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_token_lifetimes_saturate_or_fall_back_instead_of_panicking() {
+        use serde_json::json;
+        assert_eq!(token_ttl(Some(&json!(u64::MAX))), MAX_TOKEN_TTL);
+        assert_eq!(token_ttl(Some(&json!(1e300))), MAX_TOKEN_TTL);
+        assert_eq!(token_ttl(Some(&json!(300))), Duration::from_secs(300));
+        assert_eq!(token_ttl(Some(&json!(-5))), DEFAULT_TOKEN_TTL);
+        assert_eq!(token_ttl(Some(&json!(0))), DEFAULT_TOKEN_TTL);
+        assert_eq!(token_ttl(Some(&json!("soon"))), DEFAULT_TOKEN_TTL);
+        assert_eq!(token_ttl(None), DEFAULT_TOKEN_TTL);
+    }
+
+    #[test]
+    fn forgejo_is_told_by_its_challenge() {
+        let realm = Url::parse("https://git.example/v2/token").unwrap();
+        assert_eq!(
+            flavor_of("git.example", Some("container_registry"), &realm),
+            Flavor::Forgejo
+        );
+        assert_eq!(
+            flavor_of("r.example", Some("registry"), &realm),
+            Flavor::Other
+        );
+        assert_eq!(flavor_of("ghcr.io", None, &realm), Flavor::Ghcr);
+    }
 
     #[test]
     fn bearer_challenges_give_realm_service_and_scope() {

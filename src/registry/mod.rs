@@ -45,15 +45,40 @@ use crate::image::reference::{is_loopback_host, normalize_registry_host};
 use crate::layout::LayoutError;
 use crate::progress::Task;
 
-pub use auth::Scope;
+pub use auth::{Flavor, Scope};
 pub use pull::Pulled;
 pub use push::{BlobHow, BlobOutcome, ChunkHook, PushOptions, PushReport};
 
-/// 1 MiB: the smallest chunk a 413 fallback goes down to.
+/// 1 MiB: the smallest chunk size that may be configured. Below it a push
+/// spends its time on request overhead (`--chunk-size 1` would send a byte
+/// per request).
 pub const MIN_CHUNK: u64 = 1024 * 1024;
-/// The default chunk size: 64 MiB, under the 100 MB body cap of the CDN in
-/// front of Forgejo. ghcr.io needs 4 MiB.
+/// 64 KiB: how low a registry's own 413 (or ghcr-style 416) may push the
+/// chunk size. A registry that refuses even that is reported as such.
+pub const FORCED_MIN_CHUNK: u64 = 64 * 1024;
+/// The default chunk size for registries the tool knows nothing about:
+/// 64 MiB, under the 100 MB request cap common to CDNs.
 pub const DEFAULT_CHUNK: u64 = 64 * 1024 * 1024;
+/// The chunk size for Forgejo behind Cloudflare: 16 MiB. Cloudflare buffers
+/// each request body (at most 100 MB), then gives the origin about 100 s to
+/// answer and drops connections idle for about 30 s. A 16 MiB chunk leaves
+/// a wide margin under the cap, takes about 13 s to send on a 10 Mbit/s
+/// uplink (an ordinary office or home line; 64 MiB would take 54 s, too close
+/// to those windows), is appended by Forgejo to its session file in well
+/// under a second, and bounds what one lost answer costs to 16 MiB sent
+/// again. Fewer, larger requests only pay on fast links, where 16 MiB
+/// chunks already run at line speed.
+pub const FORGEJO_CHUNK: u64 = 16 * 1024 * 1024;
+/// The idle bound while a request body is being sent (or a response body
+/// received): no byte moving for this long means the connection is dead.
+/// Cloudflare itself gives up on a connection idle for about 30 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound for the answer to a request that was sent in full. Cloudflare
+/// gives the origin 100 s to answer and then sends `524` itself; waiting
+/// longer than that means the client hears the 524 (and resumes from the
+/// upload's status) instead of abandoning a request the origin may still be
+/// finishing (Forgejo copies a whole blob into storage on the final PUT).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Manifests larger than this are refused (distribution's own limit is 4 MiB).
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 /// How much of an error body is read for its message.
@@ -79,9 +104,16 @@ pub struct ClientOptions {
     /// Time allowed to open a connection: an unreachable registry fails in
     /// bounded time.
     pub connect_timeout: Duration,
-    /// Time a request may make no progress (no byte sent or received)
-    /// before it is abandoned and retried.
+    /// Time a request may make no progress while its body is being sent,
+    /// or while a response body is being received (no byte moving), before
+    /// it is abandoned and retried.
     pub read_timeout: Duration,
+    /// Time allowed for the answer (its headers) once the request, body
+    /// included, was sent in full; also the most a small response body
+    /// (a manifest, a token, an error) may take to arrive. Longer than
+    /// `read_timeout`: a server may rightly think for a while (a CDN in
+    /// front waits up to 100 s for its origin).
+    pub response_timeout: Duration,
     /// First retry delay; doubles each attempt, with jitter.
     pub retry_base_delay: Duration,
     /// Longest delay between attempts (a `Retry-After` may ask for up to 60 s).
@@ -99,7 +131,8 @@ impl Default for ClientOptions {
             concurrency: 3,
             max_attempts: 5,
             connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(60),
+            read_timeout: DEFAULT_IDLE_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             retry_base_delay: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(20),
             user_agent: concat!("guildhall-image/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -217,15 +250,26 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
-    /// A request made no progress for the read timeout, after retries.
-    #[error("{method} {url}: no progress for {}s, after {attempts} attempt(s)", idle.as_secs())]
+    /// A request made no progress for the idle timeout while sending, or
+    /// got no answer within the response timeout once sent, after retries.
+    #[error(
+        "{method} {url}: {}, after {attempts} attempt(s)",
+        if *waiting_for_answer {
+            format!("no answer {}s after the request was sent", idle.as_secs())
+        } else {
+            format!("no progress for {}s", idle.as_secs())
+        }
+    )]
     Stalled {
         /// HTTP method.
         method: String,
         /// The URL.
         url: Redacted,
-        /// The idle time allowed.
+        /// The time allowed.
         idle: Duration,
+        /// Whether the request had been sent in full (the response timeout
+        /// ran out) rather than stalling while sending (the idle timeout).
+        waiting_for_answer: bool,
         /// Attempts made.
         attempts: u32,
     },
@@ -247,8 +291,12 @@ pub enum RegistryError {
         /// What was refused and why (names the user and credential source,
         /// never the secret).
         reason: String,
+        /// Which kind of failure.
+        kind: AuthFailure,
     },
-    /// Authenticated, but not allowed (403, or a token without the scope).
+    /// Authenticated (the credentials are valid, a token was issued), but
+    /// not allowed: a 403, a token without the scope, or Forgejo's
+    /// `Basic realm="Gitea Package API"` answer to a write.
     #[error("{registry} denied access to {repository}: {reason}")]
     Denied {
         /// `host[:port]`.
@@ -370,7 +418,7 @@ pub enum RegistryError {
     },
     /// The registry refuses request bodies even at the smallest chunk size.
     #[error(
-        "{registry} refuses request bodies of {} bytes (HTTP 413) even in chunks of the minimum size",
+        "{registry} refuses request bodies of {} bytes (HTTP 413 or 416) even in chunks of the minimum size",
         chunk
     )]
     TooLarge {
@@ -431,6 +479,34 @@ impl crate::exit::Classify for RegistryError {
     }
 }
 
+/// Why authentication failed, for messages and `--json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFailure {
+    /// The registry needs credentials and none were found.
+    NoCredentials,
+    /// The credentials were refused (by the token service or the registry).
+    WrongCredentials,
+}
+
+impl RegistryError {
+    /// For authentication and authorisation failures, what kind they are:
+    /// `no_credentials`, `wrong_credentials` (the credentials themselves
+    /// were refused) or `no_permission` (they are valid, the access is not
+    /// granted).
+    pub fn auth_kind(&self) -> Option<&'static str> {
+        match self {
+            RegistryError::Unauthorized {
+                kind: AuthFailure::NoCredentials,
+                ..
+            } => Some("no_credentials"),
+            RegistryError::Unauthorized { .. } => Some("wrong_credentials"),
+            RegistryError::Denied { .. } => Some("no_permission"),
+            _ => None,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, RegistryError>;
 
 /// A manifest or index as fetched: its bytes, media type and digest
@@ -457,9 +533,13 @@ struct Inner {
     creds: Arc<dyn CredentialSource>,
     opts: ClientOptions,
     auth: auth::AuthState,
-    /// Chunk sizes lowered after a 413, per registry, so later blobs do not
-    /// hit the same wall.
+    /// Request body caps learned from a 413 (or ghcr's 416), per registry,
+    /// shared by every blob of every push of this client, so one refusal
+    /// teaches all of them.
     chunk_caps: Mutex<HashMap<String, u64>>,
+    /// Registries whose upload-status `Range` was found to be a byte count
+    /// (`0-N` for N bytes, as Forgejo answers) rather than the last offset.
+    status_range_is_count: Mutex<HashMap<String, bool>>,
 }
 
 impl fmt::Debug for Client {
@@ -529,8 +609,9 @@ pub(crate) enum Failure {
     Connect(reqwest::Error),
     /// Connected, then the request or response broke.
     Broken(reqwest::Error),
-    /// No progress for the read timeout.
-    Stalled,
+    /// No progress while sending for the idle timeout (`false`), or no
+    /// answer within the response timeout once sent (`true`).
+    Stalled(bool),
     /// The local file for the body could not be read.
     Local(PathBuf, std::io::Error),
 }
@@ -539,7 +620,8 @@ impl Failure {
     fn describe(&self) -> String {
         match self {
             Failure::Connect(e) | Failure::Broken(e) => error_chain(e),
-            Failure::Stalled => "no progress (timed out)".into(),
+            Failure::Stalled(false) => "no progress while sending (timed out)".into(),
+            Failure::Stalled(true) => "no answer to the request (timed out)".into(),
             Failure::Local(p, e) => format!("reading {}: {e}", p.display()),
         }
     }
@@ -560,23 +642,34 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Marks the last moment bytes moved, for the idle timeout.
+/// Marks the last moment bytes moved, for the idle timeout, and whether the
+/// whole body has been handed to the connection (then the wait is for the
+/// answer, with its own bound).
 #[derive(Clone)]
 pub(crate) struct Activity {
     start: Instant,
     last_ms: Arc<AtomicU64>,
+    sent_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(sent_all: bool) -> Activity {
         Activity {
             start: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            sent_all: Arc::new(std::sync::atomic::AtomicBool::new(sent_all)),
         }
     }
     pub(crate) fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn finished_sending(&self) {
+        self.touch();
+        self.sent_all.store(true, Ordering::Relaxed);
+    }
+    fn sent_all(&self) -> bool {
+        self.sent_all.load(Ordering::Relaxed)
     }
     fn idle(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
@@ -584,13 +677,29 @@ impl Activity {
     }
 }
 
+/// The bounds for reading a response body, attached to each response so
+/// every reader of a small body (manifest, token, error) obeys them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyDeadline {
+    /// Longest wait for the next bytes.
+    idle: Duration,
+    /// Longest time for the whole (small) body.
+    total: Duration,
+}
+
 impl Client {
     /// A client that asks `creds` for credentials, per registry host.
     pub fn new(creds: Arc<dyn CredentialSource>, opts: ClientOptions) -> Result<Client> {
-        if opts.chunk_size == 0 || opts.concurrency == 0 || opts.max_attempts == 0 {
+        if opts.concurrency == 0 || opts.max_attempts == 0 {
             return Err(RegistryError::Usage(
-                "chunk size, concurrency and attempts must be at least 1".into(),
+                "concurrency and attempts must be at least 1".into(),
             ));
+        }
+        if opts.chunk_size < MIN_CHUNK {
+            return Err(RegistryError::Usage(format!(
+                "the chunk size must be at least 1 MiB ({} bytes given); a registry that refuses large bodies is detected and the chunk size lowered as far as it needs",
+                opts.chunk_size
+            )));
         }
         // reqwest's own read timeout is a deadline for the response headers
         // counted from the start of the request, which a slow upload of a
@@ -609,6 +718,7 @@ impl Client {
                 opts,
                 auth: auth::AuthState::default(),
                 chunk_caps: Mutex::new(HashMap::new()),
+                status_range_is_count: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -637,6 +747,7 @@ impl Client {
             return Err(RegistryError::Unauthorized {
                 registry,
                 reason: "no credentials for this registry".into(),
+                kind: AuthFailure::NoCredentials,
             });
         }
         self.authorize(&ctx).await
@@ -696,7 +807,7 @@ impl Client {
     }
 
     /// The effective chunk size for a registry (lowered after a 413).
-    fn chunk_size(&self, registry: &str) -> u64 {
+    pub(crate) fn chunk_size(&self, registry: &str) -> u64 {
         let cap = self
             .inner
             .chunk_caps
@@ -710,14 +821,72 @@ impl Client {
         }
     }
 
-    fn lower_chunk_size(&self, registry: &str, to: u64) {
+    /// A body of `refused` bytes was refused as too large (`limit`: the
+    /// largest body the registry said it takes, when it said). Returns the
+    /// new cap when this lowered it, `None` when the cap already in force is
+    /// below `refused` (the request set out before another blob's refusal
+    /// taught it): every blob to this registry shares what one learnt.
+    pub(crate) fn learn_body_cap(
+        &self,
+        registry: &str,
+        refused: u64,
+        limit: Option<u64>,
+    ) -> std::result::Result<Option<u64>, u64> {
         let mut caps = self
             .inner
             .chunk_caps
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let e = caps.entry(registry.to_owned()).or_insert(to);
-        *e = (*e).min(to);
+        let current = caps
+            .get(registry)
+            .copied()
+            .unwrap_or(self.inner.opts.chunk_size)
+            .min(self.inner.opts.chunk_size);
+        let wanted = match limit {
+            Some(l) if l < refused => l,
+            _ if refused > current => return Ok(None),
+            _ => refused / 2,
+        };
+        if wanted < FORCED_MIN_CHUNK {
+            return Err(refused);
+        }
+        if wanted >= current {
+            return Ok(None);
+        }
+        caps.insert(registry.to_owned(), wanted);
+        Ok(Some(wanted))
+    }
+
+    /// Whether the registry's upload-status `Range` is known to be a byte
+    /// count; `None` when not learnt yet.
+    pub(crate) fn status_range_is_count(&self, registry: &str) -> Option<bool> {
+        self.inner
+            .status_range_is_count
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+            .copied()
+    }
+
+    pub(crate) fn learn_status_range(&self, registry: &str, is_count: bool) {
+        self.inner
+            .status_range_is_count
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registry.to_owned(), is_count);
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host, port):
+    /// only then may its credentials go with a request.
+    pub(crate) fn is_registry_origin(&self, url: &Url, registry: &str) -> bool {
+        match self.base_url(registry) {
+            Ok(base) => {
+                base.scheme() == url.scheme()
+                    && base.host_str() == url.host_str()
+                    && base.port_or_known_default() == url.port_or_known_default()
+            }
+            Err(_) => false,
+        }
     }
 
     /// Send once: no auth logic, no retry. The idle timeout applies.
@@ -726,7 +895,7 @@ impl Client {
         req: &Req,
         authorization: Option<&HeaderValue>,
     ) -> std::result::Result<Response, Failure> {
-        let activity = Activity::new();
+        let activity = Activity::new(!matches!(req.body, ReqBody::File { .. }));
         let mut builder = self
             .inner
             .http
@@ -766,20 +935,28 @@ impl Client {
         let fut = builder.send();
         tokio::pin!(fut);
         let idle_limit = self.inner.opts.read_timeout;
-        let check = (idle_limit / 4).max(Duration::from_millis(50));
+        let answer_limit = self.inner.opts.response_timeout;
+        let check = (idle_limit.min(answer_limit) / 4).max(Duration::from_millis(50));
         let result = loop {
             tokio::select! {
                 r = &mut fut => break r,
                 _ = tokio::time::sleep(check) => {
-                    if activity.idle() >= idle_limit {
-                        tracing::debug!(method = %req.method, url = %req.redacted(), "no progress; abandoning request");
-                        return Err(Failure::Stalled);
+                    // Sending: the idle bound. Sent in full: the answer's bound.
+                    let waiting = activity.sent_all();
+                    let limit = if waiting { answer_limit } else { idle_limit };
+                    if activity.idle() >= limit {
+                        tracing::debug!(method = %req.method, url = %req.redacted(), waiting_for_answer = waiting, "no progress; abandoning request");
+                        return Err(Failure::Stalled(waiting));
                     }
                 }
             }
         };
         match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                resp.extensions_mut().insert(BodyDeadline {
+                    idle: idle_limit,
+                    total: answer_limit,
+                });
                 tracing::debug!(
                     method = %req.method,
                     url = %req.redacted(),
@@ -861,10 +1038,28 @@ impl Client {
         let mut attempt = 0;
         let mut reauthorized = false;
         let mut ctx = std::borrow::Cow::Borrowed(ctx);
+        // Credentials go only to the registry's own scheme, host and port:
+        // a `Location` elsewhere is followed without them, as redirects are.
+        let foreign = !self.is_registry_origin(&req.url, &ctx.registry);
         loop {
             attempt += 1;
-            let authorization = self.authorization(&ctx).await?;
+            let authorization = if foreign {
+                None
+            } else {
+                self.authorization(&ctx).await?
+            };
             match self.send_once(req, authorization.as_ref()).await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && foreign => {
+                    let body = read_error_body(resp).await;
+                    return Err(RegistryError::Protocol {
+                        url: req.redacted(),
+                        status: 401,
+                        reason: format!(
+                            "{} sent this request to another host, which asks for credentials; the credentials for {} are only sent to {} ({body})",
+                            ctx.registry, ctx.registry, ctx.registry
+                        ),
+                    });
+                }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     let challenge = auth::parse_challenges(resp.headers());
                     let body = read_error_body(resp).await;
@@ -885,11 +1080,7 @@ impl Client {
                 }
                 Ok(resp) if resp.status() == StatusCode::FORBIDDEN => {
                     let body = read_error_body(resp).await;
-                    return Err(RegistryError::Denied {
-                        registry: ctx.registry.clone(),
-                        repository: ctx.repository.clone().unwrap_or_default(),
-                        reason: body.to_string(),
-                    });
+                    return Err(self.denied(&ctx, &body).await);
                 }
                 Ok(resp) if retry && retry::is_transient_status(resp.status()) => {
                     self.wait_or_give_up(req, resp, attempt).await?;
@@ -948,10 +1139,15 @@ impl Client {
                 attempts,
                 source,
             },
-            Failure::Stalled => RegistryError::Stalled {
+            Failure::Stalled(waiting_for_answer) => RegistryError::Stalled {
                 method: req.method.to_string(),
                 url: req.redacted(),
-                idle: self.inner.opts.read_timeout,
+                idle: if waiting_for_answer {
+                    self.inner.opts.response_timeout
+                } else {
+                    self.inner.opts.read_timeout
+                },
+                waiting_for_answer,
                 attempts,
             },
             Failure::Local(path, source) => RegistryError::Io { path, source },
@@ -984,10 +1180,19 @@ async fn file_body(
     let mut f = tokio::fs::File::open(path).await?;
     f.seek(std::io::SeekFrom::Start(offset)).await?;
     let reader = f.take(len);
+    let mut produced = 0u64;
+    if len == 0 {
+        counters.activity.finished_sending();
+    }
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_BUF).inspect_ok(
         move |chunk: &Bytes| {
-            counters.activity.touch();
             let n = chunk.len() as u64;
+            produced += n;
+            if produced >= len {
+                counters.activity.finished_sending();
+            } else {
+                counters.activity.touch();
+            }
             if let Some(t) = &counters.task {
                 t.inc(n);
             }
@@ -1009,8 +1214,14 @@ pub(crate) async fn read_error_body(resp: Response) -> ErrorBody {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let bytes = read_limited(resp, MAX_ERROR_BODY).await.unwrap_or_default();
-    parse_error_body(status, &content_type, &bytes)
+    match read_limited(resp, MAX_ERROR_BODY).await {
+        Ok(bytes) => parse_error_body(status, &content_type, &bytes),
+        Err(reason) => ErrorBody {
+            status,
+            code: None,
+            message: Some(format!("(its body could not be read: {reason})")),
+        },
+    }
 }
 
 fn parse_error_body(status: u16, content_type: &str, bytes: &[u8]) -> ErrorBody {
@@ -1091,14 +1302,45 @@ fn snippet(bytes: &[u8]) -> String {
     }
 }
 
-/// Read a response body, failing when it is longer than `limit`.
+/// Read a response body, failing when it is longer than `limit`, when no
+/// bytes come for the idle bound, or when the whole body takes longer than
+/// the response bound (both attached to the response by `send_once`).
 pub(crate) async fn read_limited(
     mut resp: Response,
     limit: usize,
 ) -> std::result::Result<Vec<u8>, String> {
+    let deadline = resp
+        .extensions()
+        .get::<BodyDeadline>()
+        .copied()
+        .unwrap_or(BodyDeadline {
+            idle: DEFAULT_IDLE_TIMEOUT,
+            total: DEFAULT_RESPONSE_TIMEOUT,
+        });
+    let started = Instant::now();
     let mut out = Vec::new();
     loop {
-        match resp.chunk().await {
+        let left = deadline.total.saturating_sub(started.elapsed());
+        let wait = deadline.idle.min(left);
+        let next = match tokio::time::timeout(wait, resp.chunk()).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(if left <= deadline.idle {
+                    format!(
+                        "the body did not arrive within {}s ({} bytes received)",
+                        deadline.total.as_secs(),
+                        out.len()
+                    )
+                } else {
+                    format!(
+                        "the body stalled for {}s ({} bytes received)",
+                        deadline.idle.as_secs(),
+                        out.len()
+                    )
+                });
+            }
+        };
+        match next {
             Ok(Some(c)) => {
                 if out.len() + c.len() > limit {
                     return Err(format!("body longer than {limit} bytes"));

@@ -5,9 +5,12 @@
 //! URL: one PUT for small blobs, PATCHes of `chunk` bytes with
 //! `Content-Range` for large ones, and a final PUT with the digest. After a
 //! broken connection or a server error it asks the session's status and
-//! goes on from the server's `Range`; a lost session starts a new one; a 413
-//! halves the chunk size. Bytes stream from the blob file, so memory does
-//! not grow with blob size.
+//! goes on from the server's `Range`, trusting neither reading of it (the
+//! spec's last offset, Forgejo's byte count) until one works; a session that
+//! stays inconsistent is cancelled and the blob starts over in a new one; a
+//! lost session starts a new one; a 413 (or ghcr's 416) lowers the chunk size
+//! for every blob to that registry. Everything is bounded. Bytes stream from
+//! the blob file, so memory does not grow with blob size.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -23,7 +26,7 @@ use url::Url;
 use super::auth::{AuthCtx, Scope};
 use super::pull::{BlobDesc, descriptor, manifest_blobs, rejected_or_protocol};
 use super::{
-    Client, MIN_CHUNK, RegistryError, Req, ReqBody, Result, Sent, header_str, read_error_body,
+    Client, ErrorBody, RegistryError, Req, ReqBody, Result, Sent, header_str, read_error_body,
     retry,
 };
 use crate::image::reference::RegistryRef;
@@ -152,6 +155,9 @@ impl Client {
         // One ping and one token before the fan-out: bad credentials are a
         // single error, not one per blob.
         self.authorize(&ctx).await?;
+        if self.flavor(&target.registry) == super::auth::Flavor::Forgejo {
+            check_forgejo_tags(&target.repo_name(), tags, progress)?;
+        }
 
         // Largest first, so the long uploads start early.
         let mut order: Vec<usize> = (0..plan.blobs.len()).collect();
@@ -210,6 +216,8 @@ impl Client {
         bytes: &[u8],
     ) -> Result<Digest> {
         let ours = Digest::of(bytes);
+        // Forgejo refuses a media type with parameters; none is needed.
+        let media_type = media_type.split(';').next().unwrap_or(media_type).trim();
         let url = self.api_url(
             &target.registry,
             &format!("{}/manifests/{reference}", target.repository),
@@ -414,18 +422,20 @@ fn location(req: &Req, resp: &Response) -> Result<Url> {
     })
 }
 
-/// The offset after the last byte a `Range: 0-N` header confirms. `0-0`
-/// means nothing (distribution says that for an empty upload; a one-byte
-/// upload cannot happen here, chunks being at least 1 MiB).
-fn range_end(resp: &Response) -> Option<u64> {
+/// `N` of a `Range: 0-N` header (also `bytes=0-N`), when it has that form.
+fn range_last(resp: &Response) -> Option<u64> {
     let r = header_str(resp.headers(), "range")?;
     let r = r.trim().strip_prefix("bytes=").unwrap_or(r.trim());
     let (start, end) = r.split_once('-')?;
     let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
-    if start != 0 {
-        return None;
-    }
-    Some(if end == 0 { 0 } else { end + 1 })
+    (start == 0).then_some(end)
+}
+
+/// The offset after the last byte a PATCH answer's `Range: 0-N` confirms.
+/// `0-0` means nothing (distribution says that for an empty upload; a
+/// one-byte upload cannot happen here, chunks being far larger).
+fn range_end(resp: &Response) -> Option<u64> {
+    range_last(resp).map(|end| if end == 0 { 0 } else { end.saturating_add(1) })
 }
 
 /// One blob's upload session.
@@ -462,26 +472,125 @@ enum Outcome {
     Transient {
         cause: String,
         retry_after: Option<std::time::Duration>,
+        /// The answer was HTTP 500 (not a gateway's 502-504, 524 or a
+        /// broken connection).
+        server_error: bool,
     },
+}
+
+/// Sessions one blob may use before the push gives up on it.
+const MAX_SESSIONS: u32 = 3;
+
+/// Where an upload-status answer says the upload stands, and the other
+/// reading of its `Range`. The spec (and distribution) give the last
+/// offset, `0-(N-1)` for N bytes; Forgejo gives the count, `0-N`. Which one
+/// a registry speaks is learnt from the first resume that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Resume {
+    offset: u64,
+    /// The other reading, not tried yet.
+    alternative: Option<u64>,
+    /// Whether `offset` came from reading the `Range` as a count.
+    offset_is_count: bool,
+    /// Whether the alternative was taken.
+    took_alternative: bool,
+}
+
+impl Resume {
+    /// From `Range: 0-last` (None: no usable `Range`, so nothing is known
+    /// to be there) for a blob of `size` bytes.
+    fn from_status(last: Option<u64>, size: u64, count_first: bool) -> Resume {
+        let (as_offset, as_count) = match last {
+            None | Some(0) => (0, 0),
+            Some(n) => (n.saturating_add(1), n),
+        };
+        let (first, other) = if count_first {
+            (as_count, as_offset)
+        } else {
+            (as_offset, as_count)
+        };
+        let (first, other) = (first.min(size), other.min(size));
+        Resume {
+            offset: first,
+            alternative: (other != first).then_some(other),
+            offset_is_count: count_first,
+            took_alternative: false,
+        }
+    }
+
+    fn take_alternative(&mut self) -> Option<u64> {
+        let alt = self.alternative.take()?;
+        self.took_alternative = true;
+        Some(alt)
+    }
+
+    /// The reading that turned out to work.
+    fn reading_is_count(&self) -> bool {
+        self.offset_is_count != self.took_alternative
+    }
+}
+
+/// A refusal of a body as too large that is not a 413: ghcr.io's `416`
+/// "the request body is too large and exceeds the maximum permissible
+/// limit of 4.00MiB". `Some(limit)` (the limit when the message gives one)
+/// for such an answer, `None` for any other.
+fn chunk_limit(body: &ErrorBody) -> Option<Option<u64>> {
+    if body.status != 416 {
+        return None;
+    }
+    let msg = body.message.as_deref()?.to_ascii_lowercase();
+    let at = msg
+        .find("maximum permissible limit")
+        .or_else(|| msg.find("too large"))?;
+    let rest = &msg[at..];
+    let limit = rest.find(" of ").and_then(|i| {
+        let t = rest[i + 4..].trim_start();
+        let num: String = t
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let value: f64 = num.parse().ok()?;
+        let unit = t[num.len()..].trim_start();
+        let mult = if unit.starts_with("gib") {
+            1024.0 * 1024.0 * 1024.0
+        } else if unit.starts_with("mib") {
+            1024.0 * 1024.0
+        } else if unit.starts_with("kib") {
+            1024.0
+        } else if unit.starts_with("gb") {
+            1e9
+        } else if unit.starts_with("mb") {
+            1e6
+        } else if unit.starts_with("kb") {
+            1e3
+        } else {
+            return None;
+        };
+        let bytes = value * mult;
+        (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
+    });
+    Some(limit)
 }
 
 impl Upload<'_> {
     async fn run(&mut self, session: Option<Url>) -> Result<BlobHow> {
         let size = self.blob.size;
         let registry = self.target.registry.clone();
+        let max_attempts = self.client.inner.opts.max_attempts;
         let mut url = match session {
             Some(u) => u,
             None => self.new_session().await?,
         };
         let mut offset = 0u64;
-        let mut chunked = size
-            > self
-                .client
-                .inner
-                .opts
-                .monolithic_max
-                .min(self.client.chunk_size(&registry));
+        let mut chunked = self.needs_chunks();
+        // Consecutive failed requests without progress (bounded by the
+        // attempts), sessions used for this blob (bounded by
+        // MAX_SESSIONS), and 416/500 answers at offsets the registry itself
+        // reported (two mean the session is inconsistent).
         let mut failures = 0u32;
+        let mut sessions = 1u32;
+        let mut strikes = 0u32;
+        let mut resume: Option<Resume> = None;
         let mut step = None::<Step>;
         loop {
             let next = step.take().unwrap_or(if !chunked && offset == 0 {
@@ -499,11 +608,13 @@ impl Upload<'_> {
             }
             let outcome = match self.client.send(&req, self.ctx, false).await? {
                 Sent::Answer(resp) if retry::is_transient_status(resp.status()) => {
+                    let status = resp.status();
                     let retry_after = retry::retry_after(resp.headers());
                     let body = read_error_body(resp).await;
                     Outcome::Transient {
                         cause: body.to_string(),
                         retry_after,
+                        server_error: status == StatusCode::INTERNAL_SERVER_ERROR,
                     }
                 }
                 Sent::Answer(resp) => Outcome::Ok(resp),
@@ -513,17 +624,38 @@ impl Upload<'_> {
                 Sent::Failed(f) => Outcome::Transient {
                     cause: f.describe(),
                     retry_after: None,
+                    server_error: false,
                 },
             };
             let resp = match outcome {
                 Outcome::Ok(r) => r,
-                Outcome::Transient { cause, retry_after } => {
+                Outcome::Transient {
+                    cause,
+                    retry_after,
+                    server_error,
+                } => {
+                    // A 500 where the registry said the upload stood: its
+                    // session may be poisoned (Forgejo's is, for good, after
+                    // a body broke mid-copy).
+                    if server_error && resume.is_some() && !matches!(next, Step::Status) {
+                        strikes += 1;
+                        if strikes >= 2 {
+                            self.restart(&mut url, &mut sessions, &cause).await?;
+                            (offset, chunked, failures, strikes, resume) =
+                                (0, self.needs_chunks(), 0, 0, None);
+                            continue;
+                        }
+                    }
                     failures += 1;
-                    if failures >= self.client.inner.opts.max_attempts {
+                    if failures >= max_attempts {
                         return Err(self.give_up(failures, cause));
                     }
                     let wait = self.client.backoff(failures, retry_after);
                     tracing::debug!(digest = %self.blob.digest, %cause, ?wait, "upload step failed; will ask the upload's status");
+                    self.progress.say(format!(
+                        "push {}: {cause}; asking the registry how much it has",
+                        self.blob.digest.short()
+                    ));
                     tokio::time::sleep(wait).await;
                     step = Some(Step::Status);
                     continue;
@@ -536,14 +668,21 @@ impl Upload<'_> {
                         if let Ok(u) = location(&req, &resp) {
                             url = u;
                         }
-                        let confirmed = range_end(&resp).unwrap_or(0).min(size);
-                        if confirmed != offset {
-                            tracing::debug!(digest = %self.blob.digest, from = offset, to = confirmed, "resuming from the registry's Range");
+                        let r = Resume::from_status(
+                            range_last(&resp),
+                            size,
+                            self.client.status_range_is_count(&registry).unwrap_or(
+                                self.client.flavor(&registry) == super::auth::Flavor::Forgejo,
+                            ),
+                        );
+                        if r.offset != offset {
+                            tracing::debug!(digest = %self.blob.digest, from = offset, to = r.offset, "resuming from the registry's Range");
                         }
-                        offset = confirmed;
+                        offset = r.offset;
                         if offset > 0 {
                             chunked = true;
                         }
+                        resume = Some(r);
                     }
                     StatusCode::NOT_FOUND => {
                         // The session is gone. Maybe because it completed
@@ -553,64 +692,149 @@ impl Upload<'_> {
                             .blob_exists(self.target, self.ctx, self.blob)
                             .await?
                         {
+                            self.task.set_position(size);
                             return Ok(self.uploaded());
                         }
                         tracing::debug!(digest = %self.blob.digest, "upload session gone; starting a new one");
                         url = self.new_session().await?;
-                        offset = 0;
+                        (offset, chunked, strikes, resume) = (0, self.needs_chunks(), 0, None);
                     }
                     _ => return Err(self.unexpected(&req, resp).await),
                 },
-                Step::Monolithic | Step::Finish => match status {
-                    StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => {
+                Step::Monolithic | Step::Finish | Step::Patch => {
+                    let ok = match next {
+                        Step::Patch => matches!(
+                            status,
+                            StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED
+                        ),
+                        _ => matches!(
+                            status,
+                            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK
+                        ),
+                    };
+                    if ok && !matches!(next, Step::Patch) {
                         self.check_digest(&req, &resp)?;
                         self.task.set_position(size);
+                        if let Some(r) = resume.take() {
+                            self.client
+                                .learn_status_range(&registry, r.reading_is_count());
+                        }
                         return Ok(self.uploaded());
                     }
-                    StatusCode::PAYLOAD_TOO_LARGE if matches!(next, Step::Monolithic) => {
-                        self.shrink(size)?;
-                        chunked = true;
-                        step = Some(Step::Status);
-                    }
-                    StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE => {
-                        failures += 1;
-                        if failures >= self.client.inner.opts.max_attempts {
-                            let body = read_error_body(resp).await;
-                            return Err(self.give_up(failures, body.to_string()));
-                        }
-                        step = Some(Step::Status);
-                    }
-                    _ => return Err(self.unexpected(&req, resp).await),
-                },
-                Step::Patch => match status {
-                    StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
+                    if ok {
                         url = location(&req, &resp)?;
                         let sent_to = offset + body_len;
-                        let confirmed = range_end(&resp).unwrap_or(sent_to).min(size);
+                        // What the registry says it holds, never more than
+                        // was sent (a count-style `Range` would claim a byte
+                        // more).
+                        let confirmed = range_end(&resp).unwrap_or(sent_to).min(sent_to);
                         if confirmed > offset {
                             failures = 0;
+                            strikes = 0;
+                            if let Some(r) = resume.take() {
+                                self.client
+                                    .learn_status_range(&registry, r.reading_is_count());
+                            }
+                        } else {
+                            failures += 1;
+                            if failures >= max_attempts {
+                                return Err(self.give_up(
+                                    failures,
+                                    format!(
+                                        "no progress: the registry accepted {failures} chunk(s) in a row but its Range stayed at {confirmed} of {size} bytes"
+                                    ),
+                                ));
+                            }
                         }
                         offset = confirmed;
                         if let Some(h) = &self.on_chunk {
                             h(&self.blob.digest, offset);
                         }
+                        continue;
                     }
-                    StatusCode::PAYLOAD_TOO_LARGE => {
-                        self.shrink(body_len)?;
-                        step = Some(Step::Status);
-                    }
-                    StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE => {
-                        failures += 1;
-                        if failures >= self.client.inner.opts.max_attempts {
-                            let body = read_error_body(resp).await;
-                            return Err(self.give_up(failures, body.to_string()));
+                    let body = read_error_body(resp).await;
+                    let limit = chunk_limit(&body);
+                    if status == StatusCode::PAYLOAD_TOO_LARGE || limit.is_some() {
+                        if matches!(next, Step::Finish) {
+                            return Err(self.unexpected_body(&req, body));
                         }
-                        step = Some(Step::Status);
+                        // Nothing of a refused body was stored: the same
+                        // offset again, in smaller chunks.
+                        self.shrink(body_len, limit.flatten(), &body)?;
+                        chunked = true;
+                        continue;
                     }
-                    _ => return Err(self.unexpected(&req, resp).await),
-                },
+                    match status {
+                        StatusCode::RANGE_NOT_SATISFIABLE => {
+                            // After a status request: the registry counts
+                            // differently; try its other reading once.
+                            if let Some(r) = resume.as_mut() {
+                                strikes += 1;
+                                if let Some(alt) = r.take_alternative() {
+                                    tracing::debug!(digest = %self.blob.digest, from = offset, to = alt, "416 at the offset the status gave; trying the other reading of its Range");
+                                    offset = alt;
+                                    continue;
+                                }
+                                if strikes >= 2 {
+                                    self.restart(&mut url, &mut sessions, &body.to_string())
+                                        .await?;
+                                    (offset, chunked, failures, strikes, resume) =
+                                        (0, self.needs_chunks(), 0, 0, None);
+                                    continue;
+                                }
+                            }
+                            failures += 1;
+                            if failures >= max_attempts {
+                                return Err(self.give_up(failures, body.to_string()));
+                            }
+                            step = Some(Step::Status);
+                        }
+                        StatusCode::NOT_FOUND => {
+                            failures += 1;
+                            if failures >= max_attempts {
+                                return Err(self.give_up(failures, body.to_string()));
+                            }
+                            step = Some(Step::Status);
+                        }
+                        _ => return Err(self.unexpected_body(&req, body)),
+                    }
+                }
             }
         }
+    }
+
+    /// Whether the blob goes in chunks at the chunk size now in force.
+    fn needs_chunks(&self) -> bool {
+        self.blob.size
+            > self
+                .client
+                .inner
+                .opts
+                .monolithic_max
+                .min(self.client.chunk_size(&self.target.registry))
+    }
+
+    /// Give up on an inconsistent session: cancel it and start the blob
+    /// over in a new one, at most `MAX_SESSIONS` times per blob.
+    async fn restart(&mut self, url: &mut Url, sessions: &mut u32, cause: &str) -> Result<()> {
+        *sessions += 1;
+        self.requests += 1;
+        self.client.cancel_session(self.ctx, url.clone()).await;
+        if *sessions > MAX_SESSIONS {
+            return Err(self.give_up(
+                MAX_SESSIONS,
+                format!(
+                    "the registry's upload session stayed inconsistent in {MAX_SESSIONS} sessions; it last said: {cause}"
+                ),
+            ));
+        }
+        self.progress.say(format!(
+            "push {}: the registry's upload session is inconsistent ({cause}); starting the blob over in a new session",
+            self.blob.digest.short()
+        ));
+        *url = self.new_session().await?;
+        self.task.set_position(0);
+        Ok(())
     }
 
     fn uploaded(&self) -> BlobHow {
@@ -672,26 +896,27 @@ impl Upload<'_> {
         }
     }
 
-    /// A 413 for a body of `refused` bytes: halve the chunk size (never
-    /// below 1 MiB) for this registry, and say so.
-    fn shrink(&self, refused: u64) -> Result<()> {
+    /// A body of `refused` bytes was refused as too large (a 413, or
+    /// ghcr's 416 naming its `limit`): lower the chunk size for every blob
+    /// going to this registry, and say so when that changed it.
+    fn shrink(&self, refused: u64, limit: Option<u64>, body: &ErrorBody) -> Result<()> {
         let registry = &self.target.registry;
-        let base = refused;
-        if base <= MIN_CHUNK {
-            return Err(RegistryError::TooLarge {
+        match self.client.learn_body_cap(registry, refused, limit) {
+            Ok(Some(smaller)) => {
+                self.progress.say(format!(
+                    "{registry} refused a {} request body ({body}); uploading in chunks of {}",
+                    human_bytes(refused),
+                    human_bytes(smaller)
+                ));
+                tracing::debug!(registry = %registry, refused, chunk = smaller, "body too large: smaller chunks");
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(chunk) => Err(RegistryError::TooLarge {
                 registry: registry.clone(),
-                chunk: base,
-            });
+                chunk,
+            }),
         }
-        let smaller = (base / 2).max(MIN_CHUNK);
-        self.client.lower_chunk_size(registry, smaller);
-        self.progress.say(format!(
-            "{registry} refused a {} request body (HTTP 413); uploading in chunks of {}",
-            human_bytes(base),
-            human_bytes(smaller)
-        ));
-        tracing::debug!(registry = %registry, refused = base, chunk = smaller, "413: smaller chunks");
-        Ok(())
     }
 
     fn check_digest(&self, req: &Req, resp: &Response) -> Result<()> {
@@ -720,6 +945,10 @@ impl Upload<'_> {
 
     async fn unexpected(&self, req: &Req, resp: Response) -> RegistryError {
         let body = read_error_body(resp).await;
+        self.unexpected_body(req, body)
+    }
+
+    fn unexpected_body(&self, req: &Req, body: ErrorBody) -> RegistryError {
         if body.code.is_some() {
             RegistryError::Rejected {
                 registry: self.target.registry.clone(),
@@ -738,6 +967,32 @@ impl Upload<'_> {
             }
         }
     }
+}
+
+/// Forgejo stores tags lower-cased (`Runner` and `runner` are one tag):
+/// refuse tags that differ only by case, and say how an upper-case tag will
+/// be stored.
+fn check_forgejo_tags(repository: &str, tags: &[String], progress: &Progress) -> Result<()> {
+    for (i, a) in tags.iter().enumerate() {
+        if let Some(b) = tags[i + 1..]
+            .iter()
+            .find(|b| *b != a && b.eq_ignore_ascii_case(a))
+        {
+            return Err(RegistryError::Usage(format!(
+                "tags `{a}` and `{b}` differ only by case, and Forgejo stores tags lower-cased: they would be one tag `{}` in {repository}; push one of them",
+                a.to_lowercase()
+            )));
+        }
+    }
+    for t in tags {
+        if t.chars().any(|c| c.is_ascii_uppercase()) {
+            progress.say(format!(
+                "note: Forgejo stores tags lower-cased: `{t}` will be `{}` in {repository}",
+                t.to_lowercase()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What to send for `manifest`: its blobs (deduplicated, sizes checked

@@ -1,5 +1,5 @@
 //! Faults a real registry cannot produce on cue, against the in-process
-//! FAKE `FaultyRegistry`.
+//! FAKE (lying) registry `FaultyRegistry`.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ async fn a_429_with_retry_after_is_waited_out_then_the_push_goes_on() {
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
     let started = Instant::now();
     let report = within(
-        20,
+        60,
         "the push",
         c.push(
             &layout,
@@ -71,7 +71,7 @@ async fn a_connection_dropped_mid_patch_resumes_from_the_range_the_server_report
     );
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
     let report = within(
-        20,
+        60,
         "the push",
         c.push(
             &layout,
@@ -130,7 +130,7 @@ async fn a_202_answer_to_a_mount_uploads_through_the_session_it_opened() {
         ..PushOptions::default()
     };
     let report = within(
-        20,
+        60,
         "the push",
         c.push(
             &layout,
@@ -168,7 +168,7 @@ async fn html_or_garbage_from_the_server_is_a_protocol_error_naming_the_url() {
     });
     let c = client(anonymous(), fast_options());
     let r: RegistryRef = format!("{}/team/app:v1", fake.host()).parse().unwrap();
-    let e = within(20, "the fetch", c.fetch_manifest(&r))
+    let e = within(60, "the fetch", c.fetch_manifest(&r))
         .await
         .unwrap_err();
     assert!(matches!(e, RegistryError::Protocol { .. }), "{e:?}");
@@ -191,7 +191,7 @@ async fn html_or_garbage_from_the_server_is_a_protocol_error_naming_the_url() {
         },
     );
     let r: RegistryRef = format!("{}/team/app:v1", fake.host()).parse().unwrap();
-    let e = within(20, "the fetch", c.fetch_manifest(&r))
+    let e = within(60, "the fetch", c.fetch_manifest(&r))
         .await
         .unwrap_err();
     let msg = e.to_string();
@@ -214,7 +214,7 @@ async fn a_manifest_the_registry_rejects_shows_its_code_and_message() {
     let c = client(anonymous(), fast_options());
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
     let e = within(
-        20,
+        60,
         "the push",
         c.push(
             &layout,
@@ -266,7 +266,7 @@ async fn a_blob_download_redirected_to_another_host_does_not_carry_the_credentia
     let r: RegistryRef = format!("{}/team/app:v1", fake.host()).parse().unwrap();
     let cache = guildhall_image::layout::Layout::create_or_open(tmp.path().join("cache")).unwrap();
     let pulled = within(
-        20,
+        60,
         "the pull",
         c.pull(
             &r,
@@ -302,13 +302,14 @@ async fn a_server_that_never_answers_is_given_up_on_after_the_idle_timeout() {
         anonymous(),
         ClientOptions {
             read_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(500),
             max_attempts: 2,
             ..fast_options()
         },
     );
     let r: RegistryRef = format!("{host}/team/app:v1").parse().unwrap();
     let started = Instant::now();
-    let e = within(20, "the fetch", c.fetch_manifest(&r))
+    let e = within(60, "the fetch", c.fetch_manifest(&r))
         .await
         .unwrap_err();
     assert!(
@@ -352,7 +353,7 @@ async fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_and_not_stored() 
     let c = client(anonymous(), fast_options());
     let r: RegistryRef = format!("{}/team/base:v1", fake.host()).parse().unwrap();
     let e = within(
-        30,
+        60,
         "the pull",
         c.pull(&r, &Platform::linux("amd64"), &layout, &Progress::hidden()),
     )
@@ -365,4 +366,249 @@ async fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_and_not_stored() 
         "nothing unverified is stored"
     );
     assert!(layout.fsck(true).unwrap().problems.is_empty());
+}
+
+fn push_opts() -> PushOptions {
+    PushOptions::default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_do_not_follow_an_upload_location_to_another_host_and_port() {
+    let fake = FaultyRegistry::start(Faults {
+        require_basic: true,
+        upload_alias: true,
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3 * MIB, 4000], 21);
+    let creds: std::sync::Arc<dyn guildhall_image::auth::CredentialSource> = std::sync::Arc::new(
+        guildhall_image::auth::Chain::new().with(guildhall_image::auth::ForHost::new(
+            &fake.host(),
+            "u".into(),
+            guildhall_image::auth::Secret::new("p"),
+            "test",
+        )),
+    );
+    let c = client(
+        creds,
+        ClientOptions {
+            chunk_size: MIB,
+            monolithic_max: MIB,
+            ..fast_options()
+        },
+    );
+    let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+    let report = within(
+        60,
+        "the push",
+        c.push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &push_opts(),
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .expect("the upload goes on at the other port, without credentials");
+    assert_eq!(report.uploaded(), 3);
+    let log = fake.log();
+    let elsewhere: Vec<_> = log.iter().filter(|l| l.on_alias).collect();
+    assert!(!elsewhere.is_empty(), "nothing went to the other port");
+    assert!(
+        elsewhere.iter().all(|l| !l.authorization),
+        "credentials went to another host:port: {elsewhere:#?}"
+    );
+    assert!(
+        log.iter()
+            .filter(|l| !l.on_alias && l.status != 401)
+            .all(|l| l.authorization),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_token_and_error_bodies_that_stall_after_the_headers_end_in_bounded_time() {
+    let quick = ClientOptions {
+        read_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_secs(2),
+        max_attempts: 2,
+        ..fast_options()
+    };
+    for (what, faults) in [
+        (
+            "manifest",
+            Faults {
+                stall_manifest_body: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "error",
+            Faults {
+                stall_error_body: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "token",
+            Faults {
+                token_response: Some(r#"{"token":"t0k3n","expires_in":300}"#.into()),
+                stall_token_body: true,
+                ..Faults::default()
+            },
+        ),
+    ] {
+        let fake = FaultyRegistry::start(faults);
+        fake.put_manifest("team/app", "v1", "application/vnd.oci.image.manifest.v1+json", br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1},"layers":[]}"#);
+        let reference = if what == "error" { "missing" } else { "v1" };
+        let c = client(anonymous(), quick.clone());
+        let r: RegistryRef = format!("{}/team/app:{reference}", fake.host())
+            .parse()
+            .unwrap();
+        let started = Instant::now();
+        let e = within(60, "the fetch", c.fetch_manifest(&r))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(20), "{what}: {took:?}");
+        let msg = e.to_string();
+        match what {
+            "manifest" => assert!(msg.contains("body"), "{what}: {msg}"),
+            "error" => assert!(
+                msg.contains("not found") && msg.contains("could not be read"),
+                "{what}: {msg}"
+            ),
+            _ => assert!(msg.contains("token"), "{what}: {msg}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_range_never_advances_fails_after_a_bounded_number_of_requests() {
+    let fake = FaultyRegistry::start(Faults {
+        stuck_patches: true,
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3 * MIB], 22);
+    let c = client(
+        anonymous(),
+        ClientOptions {
+            chunk_size: MIB,
+            monolithic_max: MIB,
+            ..fast_options()
+        },
+    );
+    let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+    let e = within(
+        60,
+        "the push",
+        c.push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &push_opts(),
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, RegistryError::BlobUpload { .. }), "{e:?}");
+    assert!(e.to_string().contains("no progress"), "{e}");
+    let patches = fake.log().iter().filter(|l| l.method == "PATCH").count();
+    assert!(patches <= 5, "{patches} PATCHes");
+    assert!(fake.manifest("team/app", "v1").is_none());
+}
+
+#[test]
+fn chunk_sizes_below_one_mebibyte_are_refused_by_the_client() {
+    let e = guildhall_image::registry::Client::new(
+        anonymous(),
+        ClientOptions {
+            chunk_size: 1,
+            ..fast_options()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("1 MiB"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_or_absurd_expires_in_is_saturated_not_a_panic() {
+    for token in [
+        r#"{"token":"t0k3n","expires_in":18446744073709551615}"#,
+        r#"{"token":"t0k3n","expires_in":1e300}"#,
+        r#"{"token":"t0k3n","expires_in":-5}"#,
+        r#"{"token":"t0k3n","expires_in":"soon"}"#,
+    ] {
+        let fake = FaultyRegistry::start(Faults {
+            token_response: Some(token.into()),
+            ..Faults::default()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3000], 23);
+        let c = client(anonymous(), fast_options());
+        let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+        let pushed = tokio::spawn(async move {
+            c.push(
+                &layout,
+                &img,
+                &target,
+                &["v1".into()],
+                &PushOptions::default(),
+                &Progress::hidden(),
+            )
+            .await
+            .map(|r| r.digest)
+        });
+        let r = within(60, "the push", pushed).await;
+        assert!(r.is_ok(), "{token}: the client panicked: {r:?}");
+        r.unwrap().unwrap_or_else(|e| panic!("{token}: {e}"));
+        assert!(fake.manifest("team/app", "v1").is_some(), "{token}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_status_that_counts_bytes_is_read_the_other_way_after_one_416() {
+    let fake = FaultyRegistry::start(Faults {
+        status_range_counts: true,
+        drop_patch: Some((1, MIB as usize + 777)),
+        ..Faults::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[6 * MIB], 24);
+    let c = client(
+        anonymous(),
+        ClientOptions {
+            chunk_size: 2 * MIB,
+            monolithic_max: 2 * MIB,
+            ..fast_options()
+        },
+    );
+    let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
+    let report = within(
+        60,
+        "the push",
+        c.push(
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &push_opts(),
+            &Progress::hidden(),
+        ),
+    )
+    .await
+    .expect("the push resumes at the count");
+    let log = fake.log();
+    let refused = log.iter().filter(|l| l.status == 416).count();
+    assert_eq!(refused, 1, "one 416, then the other reading: {log:#?}");
+    let layer = report.blobs.iter().find(|b| b.size > 6 * MIB).unwrap();
+    assert_eq!(
+        fake.blob("team/app", &layer.digest).unwrap(),
+        std::fs::read(layout.blob_path(&layer.digest)).unwrap()
+    );
 }

@@ -303,6 +303,7 @@ pub fn fast_options() -> ClientOptions {
         retry_max_delay: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(30),
         ..ClientOptions::default()
     }
 }

@@ -510,14 +510,14 @@ async fn login_checks_credentials_with_basic_and_token_registries() {
         let reg = RealRegistry::start(mode);
         let c = client(reg.creds(PASSWORD), fast_options());
         within(
-            10,
+            60,
             "the check",
             c.check_credentials(&reg.host, Some("tking/guildhall")),
         )
         .await
         .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
         let c = client(reg.creds("wrong"), fast_options());
-        let e = within(10, "the check", c.check_credentials(&reg.host, None))
+        let e = within(60, "the check", c.check_credentials(&reg.host, None))
             .await
             .unwrap_err();
         assert!(

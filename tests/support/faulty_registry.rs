@@ -1,9 +1,13 @@
-//! `FaultyRegistry`: an in-process FAKE registry that misbehaves on cue.
+//! `FaultyRegistry`: an in-process FAKE registry that misbehaves on cue —
+//! a lying registry.
 //!
 //! Only for faults a real registry cannot produce on demand: 429 with
 //! `Retry-After`, a connection dropped in the middle of a PATCH, HTML or
 //! garbage answers, a 202 answer to a cross-repository mount, a rejected
-//! manifest. Everything else is tested against the real `docker-registry`.
+//! manifest, an upload `Location` on another host, bodies that stall after
+//! the headers, a `Range` that never advances, absurd token lifetimes, an
+//! upload status that counts bytes. Everything else is tested against the
+//! real `docker-registry` (or, for Forgejo, its double `ForgejoRegistry`).
 //!
 //! A plain HTTP/1.1 server on std threads (one per connection, keep-alive),
 //! storing uploads, blobs and manifests in memory, and logging every request
@@ -46,6 +50,25 @@ pub struct Faults {
     /// Answer blob GETs with the stored bytes, last byte flipped (content
     /// that does not match its digest).
     pub corrupt_blobs: bool,
+    /// Listen on a second port too, and send uploads there: the upload
+    /// POST's `Location` names the other port (another host:port for the
+    /// client). `require_basic` applies to the main port only.
+    pub upload_alias: bool,
+    /// Send a manifest's headers, then stall its body.
+    pub stall_manifest_body: bool,
+    /// Send an error's headers (a 404 for a manifest), then stall its body.
+    pub stall_error_body: bool,
+    /// Demand Bearer tokens from `/token` on this server, which answers
+    /// with `token_response` (raw JSON).
+    pub token_response: Option<String>,
+    /// Send the token response's headers, then stall its body.
+    pub stall_token_body: bool,
+    /// Answer every PATCH with 202 and the `Range` of what is stored,
+    /// storing nothing: an upload that never advances.
+    pub stuck_patches: bool,
+    /// Answer the upload-status GET with `Range: 0-<byte count>`, as
+    /// Forgejo does, instead of the last offset.
+    pub status_range_counts: bool,
 }
 
 /// One request as the fake saw it.
@@ -65,11 +88,15 @@ pub struct Logged {
     pub status: u16,
     /// Whether the request carried an `Authorization` header.
     pub authorization: bool,
+    /// Whether it came in on the alias port (`upload_alias`).
+    pub on_alias: bool,
 }
 
 #[derive(Default)]
 struct State {
     faults: Faults,
+    host: String,
+    alias_host: Option<String>,
     uploads: HashMap<String, Vec<u8>>,
     blobs: HashMap<(String, String), Vec<u8>>,
     manifests: HashMap<(String, String), (String, Vec<u8>)>,
@@ -82,9 +109,10 @@ struct State {
 /// The fake. Stops (and frees its port) on drop.
 pub struct FaultyRegistry {
     addr: SocketAddr,
+    alias: Option<SocketAddr>,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Request {
@@ -98,6 +126,8 @@ struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// Send the headers and half the body, then nothing more.
+    stall: bool,
 }
 
 impl Reply {
@@ -106,6 +136,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            stall: false,
         }
     }
     fn header(mut self, k: &str, v: impl Into<String>) -> Reply {
@@ -128,31 +159,49 @@ impl FaultyRegistry {
     pub fn start(faults: Faults) -> FaultyRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
         let addr = listener.local_addr().expect("local address");
+        let alias_listener = faults
+            .upload_alias
+            .then(|| TcpListener::bind("127.0.0.1:0").expect("binding a loopback port"));
+        let alias = alias_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("local address"));
         let state = Arc::new(Mutex::new(State {
             faults,
+            host: addr.to_string(),
+            alias_host: alias.map(|a| a.to_string()),
             ..State::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let mut threads = Vec::new();
+        for (listener, on_alias) in
+            std::iter::once((listener, false)).chain(alias_listener.into_iter().map(|l| (l, true)))
+        {
             let state = state.clone();
             let stop = stop.clone();
-            std::thread::spawn(move || {
+            threads.push(std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
                     let state = state.clone();
-                    std::thread::spawn(move || serve(conn, state));
+                    let stop = stop.clone();
+                    std::thread::spawn(move || serve(conn, state, on_alias, stop));
                 }
-            })
-        };
+            }));
+        }
         FaultyRegistry {
             addr,
+            alias,
             state,
             stop,
-            thread: Some(thread),
+            threads,
         }
+    }
+
+    /// The alias `127.0.0.1:PORT` uploads are sent to (`upload_alias`).
+    pub fn alias_host(&self) -> Option<String> {
+        self.alias.map(|a| a.to_string())
     }
 
     /// `127.0.0.1:PORT`.
@@ -205,14 +254,18 @@ impl FaultyRegistry {
 impl Drop for FaultyRegistry {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wake the accept loop
-        if let Some(t) = self.thread.take() {
+        // Wake the accept loops.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(a) = self.alias {
+            let _ = TcpStream::connect(a);
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
+fn serve(conn: TcpStream, state: Arc<Mutex<State>>, on_alias: bool, stop: Arc<AtomicBool>) {
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let Ok(write_half) = conn.try_clone() else {
         return;
@@ -254,6 +307,7 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                         body_len: body.len(),
                         status: 0,
                         authorization: req.headers.contains_key("authorization"),
+                        on_alias,
                     });
                     drop(st);
                     let _ = out.shutdown(Shutdown::Both);
@@ -267,7 +321,7 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
         }
         let reply = {
             let mut st = state.lock().unwrap();
-            let reply = handle(&mut st, &req, &body);
+            let reply = handle(&mut st, &req, &body, on_alias);
             st.log.push(Logged {
                 method: req.method.clone(),
                 path: req.path.clone(),
@@ -276,6 +330,7 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                 body_len: body.len(),
                 status: reply.status,
                 authorization: req.headers.contains_key("authorization"),
+                on_alias,
             });
             reply
         };
@@ -285,6 +340,17 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
         }
         head.push_str(&format!("Content-Length: {}\r\n\r\n", reply.body.len()));
         if out.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if reply.stall {
+            // Half the body, then silence (bounded, so the test's process
+            // does not keep the thread for ever).
+            let _ = out.write_all(&reply.body[..reply.body.len() / 2]);
+            let _ = out.flush();
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             return;
         }
         if req.method != "HEAD" && out.write_all(&reply.body).is_err() {
@@ -338,7 +404,7 @@ fn range_header(len: usize) -> String {
     format!("0-{}", len.saturating_sub(1))
 }
 
-fn handle(st: &mut State, req: &Request, body: &[u8]) -> Reply {
+fn handle(st: &mut State, req: &Request, body: &[u8], on_alias: bool) -> Reply {
     if let Some(status) = st.faults.html_everywhere {
         let mut r = Reply::new(status).header("Content-Type", "text/html");
         r.body = format!(
@@ -347,9 +413,29 @@ fn handle(st: &mut State, req: &Request, body: &[u8]) -> Reply {
         .into_bytes();
         return r;
     }
-    if st.faults.require_basic && !req.headers.contains_key("authorization") {
+    if st.faults.require_basic && !on_alias && !req.headers.contains_key("authorization") {
         return Reply::error(401, "UNAUTHORIZED", "authentication required")
             .header("WWW-Authenticate", r#"Basic realm="faulty""#);
+    }
+    if let Some(token) = st.faults.token_response.clone() {
+        if req.path == "/token" {
+            let mut r = Reply::new(200).json(&token);
+            r.stall = st.faults.stall_token_body;
+            return r;
+        }
+        if !req
+            .headers
+            .get("authorization")
+            .is_some_and(|a| a.starts_with("Bearer "))
+        {
+            return Reply::error(401, "UNAUTHORIZED", "authentication required").header(
+                "WWW-Authenticate",
+                format!(
+                    r#"Bearer realm="http://{}/token",service="faulty""#,
+                    st.host
+                ),
+            );
+        }
     }
     let Some(rest) = req.path.strip_prefix("/v2/") else {
         // Not the API: a storage backend serving redirected blob GETs.
@@ -420,9 +506,14 @@ fn handle(st: &mut State, req: &Request, body: &[u8]) -> Reply {
                             .header("Content-Type", mt.clone())
                             .header("Docker-Content-Digest", Digest::of(b).to_string());
                         r.body = b.clone();
+                        r.stall = st.faults.stall_manifest_body;
                         r
                     }
-                    None => Reply::error(404, "MANIFEST_UNKNOWN", "manifest unknown"),
+                    None => {
+                        let mut r = Reply::error(404, "MANIFEST_UNKNOWN", "manifest unknown");
+                        r.stall = st.faults.stall_error_body;
+                        r
+                    }
                 }
             }
         };
@@ -435,8 +526,12 @@ fn upload(st: &mut State, req: &Request, name: &str, id: &str, body: &[u8]) -> R
         st.next_id += 1;
         let id = format!("upload-{}", st.next_id);
         st.uploads.insert(id.clone(), Vec::new());
+        let base = match &st.alias_host {
+            Some(a) => format!("http://{a}"),
+            None => String::new(),
+        };
         Reply::new(202)
-            .header("Location", format!("/v2/{name}/blobs/uploads/{id}"))
+            .header("Location", format!("{base}/v2/{name}/blobs/uploads/{id}"))
             .header("Range", "0-0")
             .header("Docker-Upload-UUID", id)
     };
@@ -456,6 +551,9 @@ fn upload(st: &mut State, req: &Request, name: &str, id: &str, body: &[u8]) -> R
             session(st)
         }
         ("GET", id) => match st.uploads.get(id) {
+            Some(u) if st.faults.status_range_counts => Reply::new(204)
+                .header("Range", format!("0-{}", u.len()))
+                .header("Location", format!("/v2/{name}/blobs/uploads/{id}")),
             Some(u) => Reply::new(204)
                 .header("Range", range_header(u.len()))
                 .header("Location", format!("/v2/{name}/blobs/uploads/{id}")),
@@ -470,6 +568,11 @@ fn upload(st: &mut State, req: &Request, name: &str, id: &str, body: &[u8]) -> R
                 if start != Some(u.len()) {
                     return Reply::new(416).header("Range", range_header(u.len()));
                 }
+            }
+            if st.faults.stuck_patches {
+                return Reply::new(202)
+                    .header("Location", format!("/v2/{name}/blobs/uploads/{id}"))
+                    .header("Range", range_header(u.len()));
             }
             u.extend_from_slice(body);
             Reply::new(202)
