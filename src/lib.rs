@@ -1,8 +1,10 @@
 //! guildhall-image as a library: everything the binary does, behind module
 //! boundaries kept as if they were crates (see DESIGN.md).
 
-pub mod auth;
-pub mod build;
+pub mod archive;
+pub mod cache;
+pub mod credentials;
+pub mod engine;
 pub mod cli;
 pub mod commands;
 pub mod exit;
@@ -15,6 +17,7 @@ pub mod progress;
 pub mod registry;
 pub mod release;
 pub mod settings;
+pub mod vcs;
 
 /// The exit code for one error of the chain, when its type is known.
 /// Each module's error type says which class it is in.
@@ -35,16 +38,16 @@ pub(crate) fn classify_known(e: &(dyn std::error::Error + 'static)) -> Option<ex
     if let Some(e) = e.downcast_ref::<preflight::PreflightError>() {
         return Some(e.exit_code());
     }
-    if e.is::<auth::AuthError>() {
+    if e.is::<credentials::AuthError>() {
         return Some(ExitCode::Auth);
     }
     if e.is::<image::reference::ReferenceError>() || e.is::<settings::SettingsError>() {
         return Some(ExitCode::Usage);
     }
-    if let Some(e) = e.downcast_ref::<build::buildkit::BuildkitError>() {
+    if let Some(e) = e.downcast_ref::<engine::buildkit::BuildkitError>() {
         return Some(e.exit_code());
     }
-    if let Some(e) = e.downcast_ref::<build::import::ImportError>() {
+    if let Some(e) = e.downcast_ref::<archive::ImportError>() {
         return Some(e.exit_code());
     }
     if e.is::<image::manifest::ManifestError>() {

@@ -449,7 +449,7 @@ impl Settings {
             ports.push(parse_port(&p)?);
         }
         if let Some(src) = a.source.as_deref().or(f.image.source.as_deref()) {
-            if !crate::build::vcs::is_web_url(src) {
+            if !crate::vcs::is_web_url(src) {
                 return Err(invalid(
                     if a.source.is_some() {
                         "--source"

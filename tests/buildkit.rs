@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 use clap::Parser;
 use serde_json::{Value, json};
 
-use guildhall_image::build::buildkit::{self, Builder, BuildkitError, EngineEnv, SystemProbe};
-use guildhall_image::build::import::{self, ImportError};
+use guildhall_image::engine::buildkit::{self, Builder, BuildkitError, EngineEnv, SystemProbe};
+use guildhall_image::archive::{self, ImportError};
 use guildhall_image::cli::{Cli, Command as Sub};
 use guildhall_image::image::Digest;
 use guildhall_image::layout::Layout;
@@ -129,7 +129,7 @@ fn build(
     args: &[&str],
     layout: &Layout,
     tags: &[String],
-) -> anyhow::Result<guildhall_image::build::direct::BuildOutcome> {
+) -> anyhow::Result<guildhall_image::engine::direct::BuildOutcome> {
     let mut argv = vec!["guildhall-image", "build", "--engine", "buildkit"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(&argv).expect("valid flags");
@@ -457,9 +457,9 @@ fn a_docker_archive_with_a_corrupted_layer_is_refused_naming_the_layer_and_the_l
     let layout = Layout::create_or_open(tmp.path().join("layout")).expect("layout");
     let good = tmp.path().join("good.tar");
     docker_archive(&good, false);
-    let imported = import::import_archive(&layout, &good, &["v1".into()], &Progress::hidden())
+    let imported = archive::import_archive(&layout, &good, &["v1".into()], &Progress::hidden())
         .expect("a good archive imports");
-    assert_eq!(imported.format, import::ArchiveFormat::DockerArchive);
+    assert_eq!(imported.format, archive::ArchiveFormat::DockerArchive);
     assert_eq!(imported.layers.len(), 2);
     assert_eq!(imported.layers[1].description, "COPY two");
     fsck_clean(&layout);
@@ -467,7 +467,7 @@ fn a_docker_archive_with_a_corrupted_layer_is_refused_naming_the_layer_and_the_l
     let bad = tmp.path().join("bad.tar");
     docker_archive(&bad, true);
     let fresh = Layout::create_or_open(tmp.path().join("fresh")).expect("layout");
-    let err = import::import_archive(&fresh, &bad, &["v2".into()], &Progress::hidden())
+    let err = archive::import_archive(&fresh, &bad, &["v2".into()], &Progress::hidden())
         .expect_err("corrupt layer");
     let msg = err.to_string();
     assert!(matches!(err, ImportError::DigestMismatch { .. }), "{msg}");
@@ -478,7 +478,7 @@ fn a_docker_archive_with_a_corrupted_layer_is_refused_naming_the_layer_and_the_l
     assert!(fresh.images().unwrap().is_empty(), "nothing tagged");
     fsck_clean(&fresh);
     // And into the layout that already holds v1: v1 untouched, no v2, no temp files.
-    let err = import::import_archive(&layout, &bad, &["v2".into()], &Progress::hidden())
+    let err = archive::import_archive(&layout, &bad, &["v2".into()], &Progress::hidden())
         .expect_err("corrupt layer");
     assert!(err.to_string().contains("layer 2 of 2"));
     assert_eq!(layout.resolve(Some("v1")).unwrap().digest, imported.digest);
@@ -496,15 +496,15 @@ fn an_oci_archive_imports_byte_for_byte_and_a_corrupted_blob_is_refused() {
     let src = Layout::create_or_open(tmp.path().join("src")).expect("layout");
     let docker_tar = tmp.path().join("d.tar");
     docker_archive(&docker_tar, false);
-    let first = import::import_archive(&src, &docker_tar, &["v1".into()], &Progress::hidden())
+    let first = archive::import_archive(&src, &docker_tar, &["v1".into()], &Progress::hidden())
         .expect("import");
 
     let oci = tmp.path().join("oci.tar");
     oci_archive_of(src.root(), &oci, None);
     let dst = Layout::create_or_open(tmp.path().join("dst")).expect("layout");
-    let again = import::import_archive(&dst, &oci, &["v1".into()], &Progress::hidden())
+    let again = archive::import_archive(&dst, &oci, &["v1".into()], &Progress::hidden())
         .expect("oci import");
-    assert_eq!(again.format, import::ArchiveFormat::OciArchive);
+    assert_eq!(again.format, archive::ArchiveFormat::OciArchive);
     assert_eq!(
         again.digest, first.digest,
         "the manifest is kept byte for byte"
@@ -514,7 +514,7 @@ fn an_oci_archive_imports_byte_for_byte_and_a_corrupted_blob_is_refused() {
     let bad = tmp.path().join("bad.tar");
     oci_archive_of(src.root(), &bad, Some(&first.layers[0].digest));
     let dst2 = Layout::create_or_open(tmp.path().join("dst2")).expect("layout");
-    let err = import::import_archive(&dst2, &bad, &["v1".into()], &Progress::hidden())
+    let err = archive::import_archive(&dst2, &bad, &["v1".into()], &Progress::hidden())
         .expect_err("corrupt blob");
     let msg = err.to_string();
     assert!(
@@ -674,7 +674,7 @@ fn import_child() {
         return;
     };
     let layout = Layout::create_or_open(layout).expect("layout");
-    import::import_archive(
+    archive::import_archive(
         &layout,
         Path::new(&archive),
         &["t".into()],

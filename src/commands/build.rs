@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::auth::{ChainEnv, chain_for};
-use crate::build::base::{self, BaseSource};
-use crate::build::direct::{BuildOutcome, DirectBuild};
-use crate::build::memo::Memo;
-use crate::build::vcs::Vcs;
+use crate::credentials::{ChainEnv, chain_for};
+use crate::engine::base::{self, BaseSource};
+use crate::engine::direct::{BuildOutcome, DirectBuild};
+use crate::cache::Memo;
+use crate::vcs::Vcs;
 use crate::cli::{BuildArgs, Engine};
 use crate::layout::Layout;
 use crate::progress::Progress;
@@ -53,7 +53,7 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
                     ));
                 }
             }
-            crate::build::buildkit::build(&s, &a.buildkit, &layout, &s.tags, &progress).await?
+            crate::engine::buildkit::build(&s, &a.buildkit, &layout, &s.tags, &progress).await?
         }
     };
     let tags = outcome.tags.clone();

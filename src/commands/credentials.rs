@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 
-use crate::auth::keyring::KeyringSource;
-use crate::auth::{ChainEnv, chain_for};
+use crate::credentials::keyring::KeyringSource;
+use crate::credentials::{ChainEnv, chain_for};
 use crate::cli::CredentialsArgs;
 use crate::settings::Settings;
 

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::auth::{ChainEnv, chain_for};
+use crate::credentials::{ChainEnv, chain_for};
 use crate::cli::InspectArgs;
 use crate::image::config::layer_history;
 use crate::image::manifest::{parse_index, parse_manifest, select_platform, sniff_media_type};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::auth::keyring::KeyringSource;
-use crate::auth::{Chain, ForHost, Secret};
+use crate::credentials::keyring::KeyringSource;
+use crate::credentials::{Chain, ForHost, Secret};
 use crate::cli::LoginArgs;
 use crate::image::reference::normalize_registry_host;
 use crate::registry::{Client, ClientOptions};

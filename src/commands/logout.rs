@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result};
 
-use crate::auth::CredentialSource;
-use crate::auth::docker_config::DockerConfig;
-use crate::auth::keyring::KeyringSource;
+use crate::credentials::CredentialSource;
+use crate::credentials::docker_config::DockerConfig;
+use crate::credentials::keyring::KeyringSource;
 use crate::cli::LogoutArgs;
 use crate::settings::Settings;
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::auth::{Chain, ChainEnv, Credential, CredentialKind, Secret, chain_for};
+use crate::credentials::{Chain, ChainEnv, Credential, CredentialKind, Secret, chain_for};
 use crate::cli::{Cli, Command, CredentialArgs};
 use crate::progress::Progress;
 use crate::registry::{Client, ClientOptions};
@@ -43,7 +43,7 @@ pub fn progress(settings: &Settings) -> Progress {
 
 /// The credential chain for a command: explicit flags and env answer only
 /// for `push_host` (the push target); then the OS keyring and the docker
-/// config (see [`crate::auth::chain_for`]).
+/// config (see [`crate::credentials::chain_for`]).
 pub fn credentials(creds: &CredentialArgs, push_host: Option<&str>) -> Result<Chain> {
     let explicit = match (&creds.username, creds.password_stdin) {
         (Some(user), true) => Some(Credential {

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 
-use super::auth::{AuthCtx, Scope};
+use super::token::{AuthCtx, Scope};
 use super::pull::rejected_or_protocol;
 use super::{Client, RegistryError, Req, Result, read_error_body, read_limited};
 use crate::image::Digest;

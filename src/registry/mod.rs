@@ -19,7 +19,7 @@
 // does not matter.
 #![allow(clippy::result_large_err)]
 
-mod auth;
+mod token;
 mod blob;
 mod pull;
 mod push;
@@ -39,13 +39,13 @@ use reqwest::{Method, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use url::Url;
 
-use crate::auth::CredentialSource;
+use crate::credentials::CredentialSource;
 use crate::image::Digest;
 use crate::image::reference::{is_loopback_host, normalize_registry_host};
 use crate::layout::LayoutError;
 use crate::progress::Task;
 
-pub use auth::{Flavor, Scope};
+pub use token::{Flavor, Scope};
 pub use pull::Pulled;
 pub use push::{BlobHow, BlobOutcome, ChunkHook, PushOptions, PushReport};
 
@@ -280,7 +280,7 @@ pub enum RegistryError {
         registry: String,
         /// Why.
         #[source]
-        source: crate::auth::AuthError,
+        source: crate::credentials::AuthError,
     },
     /// Authentication failed: no credentials where some are needed, or the
     /// registry (or its token service) rejected them.
@@ -532,7 +532,7 @@ struct Inner {
     http: reqwest::Client,
     creds: Arc<dyn CredentialSource>,
     opts: ClientOptions,
-    auth: auth::AuthState,
+    auth: token::AuthState,
     /// Request body caps learned from a 413 (or ghcr's 416), per registry,
     /// shared by every blob of every push of this client, so one refusal
     /// teaches all of them.
@@ -716,7 +716,7 @@ impl Client {
                 http,
                 creds,
                 opts,
-                auth: auth::AuthState::default(),
+                auth: token::AuthState::default(),
                 chunk_caps: Mutex::new(HashMap::new()),
                 status_range_is_count: Mutex::new(HashMap::new()),
             }),
@@ -738,7 +738,7 @@ impl Client {
             Some(r) => Scope::pull(r),
             None => Scope::default(),
         };
-        let ctx = auth::AuthCtx {
+        let ctx = token::AuthCtx {
             registry: registry.clone(),
             repository: repository.map(str::to_owned),
             scope,
@@ -782,7 +782,7 @@ impl Client {
     pub(crate) async fn creds_for(
         &self,
         registry: &str,
-    ) -> Result<Option<crate::auth::Credential>> {
+    ) -> Result<Option<crate::credentials::Credential>> {
         if let Some(c) = self.inner.auth.cached_creds(registry) {
             return Ok(c);
         }
@@ -792,7 +792,7 @@ impl Client {
             .await
             .map_err(|e| RegistryError::Credentials {
                 registry: registry.to_owned(),
-                source: crate::auth::AuthError::Source {
+                source: crate::credentials::AuthError::Source {
                     host: registry.to_owned(),
                     source_name: self.inner.creds.name().to_owned(),
                     reason: format!("the lookup panicked: {e}"),
@@ -1034,7 +1034,7 @@ impl Client {
     /// With `retry` false, transport failures and transient statuses are
     /// returned at once (upload steps handle them by asking the upload's
     /// status). Non-transient statuses other than 401 come back as `Ok`.
-    pub(crate) async fn send(&self, req: &Req, ctx: &auth::AuthCtx, retry: bool) -> Result<Sent> {
+    pub(crate) async fn send(&self, req: &Req, ctx: &token::AuthCtx, retry: bool) -> Result<Sent> {
         let mut attempt = 0;
         let mut reauthorized = false;
         let mut ctx = std::borrow::Cow::Borrowed(ctx);
@@ -1061,7 +1061,7 @@ impl Client {
                     });
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    let challenge = auth::parse_challenges(resp.headers());
+                    let challenge = token::parse_challenges(resp.headers());
                     let body = read_error_body(resp).await;
                     if reauthorized {
                         return Err(self
@@ -1100,7 +1100,7 @@ impl Client {
     }
 
     /// `send` with retries, for requests that must get an answer.
-    pub(crate) async fn request(&self, req: &Req, ctx: &auth::AuthCtx) -> Result<Response> {
+    pub(crate) async fn request(&self, req: &Req, ctx: &token::AuthCtx) -> Result<Response> {
         match self.send(req, ctx, true).await? {
             Sent::Answer(r) => Ok(r),
             Sent::Failed(f) => Err(self.failure_error(req, &ctx.registry, f, 1)),
@@ -1405,7 +1405,7 @@ mod tests {
     #[test]
     fn loopback_is_plain_http_and_others_need_naming() {
         let c = Client::new(
-            Arc::new(crate::auth::Chain::new()),
+            Arc::new(crate::credentials::Chain::new()),
             ClientOptions {
                 insecure_hosts: vec!["reg.internal:5000".into()],
                 ..ClientOptions::default()

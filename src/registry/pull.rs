@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::auth::{AuthCtx, Scope};
+use super::token::{AuthCtx, Scope};
 use super::{
     Client, FetchedManifest, MAX_MANIFEST, Redacted, RegistryError, Req, Result, Sent, error_chain,
     header_str, read_error_body, read_limited, retry,

@@ -23,7 +23,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use super::auth::{AuthCtx, Scope};
+use super::token::{AuthCtx, Scope};
 use super::pull::{BlobDesc, descriptor, manifest_blobs, rejected_or_protocol};
 use super::{
     Client, ErrorBody, RegistryError, Req, ReqBody, Result, Sent, header_str, read_error_body,
@@ -155,7 +155,7 @@ impl Client {
         // One ping and one token before the fan-out: bad credentials are a
         // single error, not one per blob.
         self.authorize(&ctx).await?;
-        if self.flavor(&target.registry) == super::auth::Flavor::Forgejo {
+        if self.flavor(&target.registry) == super::token::Flavor::Forgejo {
             check_forgejo_tags(&target.repo_name(), tags, progress)?;
         }
 
@@ -672,7 +672,7 @@ impl Upload<'_> {
                             range_last(&resp),
                             size,
                             self.client.status_range_is_count(&registry).unwrap_or(
-                                self.client.flavor(&registry) == super::auth::Flavor::Forgejo,
+                                self.client.flavor(&registry) == super::token::Flavor::Forgejo,
                             ),
                         );
                         if r.offset != offset {

@@ -254,11 +254,11 @@ async fn a_blob_download_redirected_to_another_host_does_not_carry_the_credentia
         }
     }
     fake.put_manifest("team/app", "v1", &img.media_type, &manifest);
-    let creds: std::sync::Arc<dyn guildhall_image::auth::CredentialSource> = std::sync::Arc::new(
-        guildhall_image::auth::Chain::new().with(guildhall_image::auth::ForHost::new(
+    let creds: std::sync::Arc<dyn guildhall_image::credentials::CredentialSource> = std::sync::Arc::new(
+        guildhall_image::credentials::Chain::new().with(guildhall_image::credentials::ForHost::new(
             &fake.host(),
             "u".into(),
-            guildhall_image::auth::Secret::new("p"),
+            guildhall_image::credentials::Secret::new("p"),
             "test",
         )),
     );
@@ -381,11 +381,11 @@ async fn credentials_do_not_follow_an_upload_location_to_another_host_and_port()
     });
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3 * MIB, 4000], 21);
-    let creds: std::sync::Arc<dyn guildhall_image::auth::CredentialSource> = std::sync::Arc::new(
-        guildhall_image::auth::Chain::new().with(guildhall_image::auth::ForHost::new(
+    let creds: std::sync::Arc<dyn guildhall_image::credentials::CredentialSource> = std::sync::Arc::new(
+        guildhall_image::credentials::Chain::new().with(guildhall_image::credentials::ForHost::new(
             &fake.host(),
             "u".into(),
-            guildhall_image::auth::Secret::new("p"),
+            guildhall_image::credentials::Secret::new("p"),
             "test",
         )),
     );

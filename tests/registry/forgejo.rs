@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use guildhall_image::auth::{Chain, CredentialSource, ForHost, Secret};
+use guildhall_image::credentials::{Chain, CredentialSource, ForHost, Secret};
 use guildhall_image::exit::{Classify, ExitCode};
 use guildhall_image::image::RegistryRef;
 use guildhall_image::layout::{Layout, TaggedImage};

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use guildhall_image::auth::{Chain, CredentialSource, ForHost, Secret};
+use guildhall_image::credentials::{Chain, CredentialSource, ForHost, Secret};
 use guildhall_image::image::{Digest, media};
 use guildhall_image::layout::{Layout, TaggedImage};
 use guildhall_image::registry::{Client, ClientOptions};

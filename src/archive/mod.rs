@@ -24,7 +24,7 @@ use flate2::read::MultiGzDecoder;
 
 use serde_json::Value;
 
-use crate::build::direct::LayerOutcome;
+use crate::engine::direct::LayerOutcome;
 use crate::image::config::{build_manifest, config_platform};
 use crate::image::manifest::{BlobRef, parse_index, parse_manifest};
 use crate::image::{Digest, Sha256Hasher, media};

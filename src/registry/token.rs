@@ -19,7 +19,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::{AuthFailure, Client, ErrorBody, Redacted, RegistryError, Req, ReqBody, Result};
-use crate::auth::{Credential, CredentialKind, Secret};
+use crate::credentials::{Credential, CredentialKind, Secret};
 
 /// Token lifetime when the token service does not say (distribution spec).
 /// Forgejo never says (its tokens live 24 h), so a push to it asks for a

@@ -4,6 +4,3 @@
 pub mod base;
 pub mod buildkit;
 pub mod direct;
-pub mod import;
-pub mod memo;
-pub mod vcs;

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::build::base::BaseImage;
-use crate::build::memo::Memo;
-use crate::build::vcs::Vcs;
+use crate::engine::base::BaseImage;
+use crate::cache::Memo;
+use crate::vcs::Vcs;
 use crate::image::config::{
     AppendedLayer, ConfigSpec, build_manifest, derive_config, oci_layer_media_type,
     rfc3339_from_epoch,

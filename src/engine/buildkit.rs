@@ -12,7 +12,7 @@
 //!    driver, which has no OCI exporter, `--load` into the engine and then as 3);
 //! 3. `docker build` with `DOCKER_BUILDKIT=1` on a Docker engine
 //!    (`DOCKER_HOST` honoured): built under a temporary tag, `docker save`d to
-//!    a temporary tar, imported ([`crate::build::import`]), the tag removed.
+//!    a temporary tar, imported ([`crate::archive`]), the tag removed.
 //!
 //! The Docker client is `$GUILDHALL_IMAGE_DOCKER`, else `docker` on `PATH`.
 //! Each engine's command line is made by a pure function
@@ -51,9 +51,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::build::direct::BuildOutcome;
-use crate::build::import::{self, Imported};
-use crate::build::vcs::Vcs;
+use crate::engine::direct::BuildOutcome;
+use crate::archive::{self, Imported};
+use crate::vcs::Vcs;
 use crate::cli::BuildkitArgs;
 use crate::image::config::{build_manifest, rfc3339_from_epoch};
 use crate::image::manifest::parse_manifest;
@@ -1015,7 +1015,7 @@ pub fn build_blocking(
             let known = fs::read_to_string(&iidfile)
                 .ok()
                 .and_then(|id| id.trim().parse::<Digest>().ok())
-                .and_then(|id| import::find_by_config(layout, &id));
+                .and_then(|id| archive::find_by_config(layout, &id));
             let result = match known {
                 Some(found) => {
                     progress.say(format!(
@@ -1087,9 +1087,9 @@ fn import_timed(
     layout: &Layout,
     archive: &Path,
     progress: &Progress,
-) -> Result<Imported, import::ImportError> {
+) -> Result<Imported, archive::ImportError> {
     let t = Instant::now();
-    let imported = import::import_archive(layout, archive, &[], progress)?;
+    let imported = archive::import_archive(layout, archive, &[], progress)?;
     progress.say(format!(
         "imported into {} in {:.1}s",
         layout.root().display(),
@@ -1348,7 +1348,7 @@ fn finish_labels(
         .ok()
         .and_then(|m| {
             m.pointer("/annotations")
-                .and_then(|a| a.get(import::BUILT_CONFIG_ANNOTATION))
+                .and_then(|a| a.get(archive::BUILT_CONFIG_ANNOTATION))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
@@ -1359,7 +1359,7 @@ fn finish_labels(
         .map(|l| (l.media_type.clone(), l.digest.clone(), l.size))
         .collect();
     let annotations: BTreeMap<String, String> =
-        [(import::BUILT_CONFIG_ANNOTATION.to_owned(), origin)].into();
+        [(archive::BUILT_CONFIG_ANNOTATION.to_owned(), origin)].into();
     let bytes = build_manifest((&config_digest, config_size), &layers, &annotations);
     let (digest, size) = layout.write_blob(&bytes)?;
     imported.digest = digest;
@@ -1387,7 +1387,7 @@ fn release_in_image(
     )?;
     let prefix = format!("{}/releases/", workdir.trim_matches('/'));
     for l in m.layers.iter().rev() {
-        let reader = import::layer_reader(layout, l)?;
+        let reader = archive::layer_reader(layout, l)?;
         let mut ar = tar::Archive::new(reader);
         for entry in ar.entries()? {
             let entry = entry?;
