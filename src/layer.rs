@@ -7,6 +7,7 @@
 //! depends only on the input, the level and the block size — never on the
 //! number of threads or their timing.
 
+use crate::error::io as io_err;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -41,17 +42,9 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 /// What went wrong building a layer, and with which file.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    /// Reading a source file, directory or link failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done (`reading`, `listing`, …).
-        action: &'static str,
-        /// The file on disk.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] crate::error::IoError),
     /// A file changed size while it was being read.
     #[error(
         "{path} changed while the layer was being written (expected {expected} bytes, {actual})"
@@ -96,6 +89,22 @@ pub enum LayerError {
     /// Options out of range.
     #[error("invalid layer options: {0}")]
     Options(String),
+}
+
+impl LayerError {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        use crate::error::ExitCode;
+        match self {
+            // A release file that vanished or changed mid-build, or planned
+            // twice: the input is not what it claimed.
+            LayerError::Changed { .. } | LayerError::Duplicate { .. } => ExitCode::Input,
+            LayerError::Io(_)
+            | LayerError::Write { .. }
+            | LayerError::Compress { .. }
+            | LayerError::Options(_) => ExitCode::Failure,
+        }
+    }
 }
 
 /// One thing to put in a layer, as [`PlannedLayer::entries`] yields it.
@@ -421,11 +430,11 @@ pub fn compress_tar_stream<R: Read, W: Write + Send>(
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(TarError::Source(LayerError::Io {
+                    return Err(TarError::Source(LayerError::Io(crate::error::IoError {
                         action: "reading",
                         path: PathBuf::from(what),
                         source,
-                    }));
+                    })));
                 }
             };
             sink.write_all(&buf[..n]).map_err(TarError::Output)?;
@@ -528,17 +537,15 @@ impl TarError {
     }
 }
 
-impl From<LayerError> for TarError {
-    fn from(e: LayerError) -> Self {
-        TarError::Source(e)
+impl From<crate::error::IoError> for TarError {
+    fn from(e: crate::error::IoError) -> Self {
+        TarError::Source(LayerError::Io(e))
     }
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LayerError + 'a {
-    move |source| LayerError::Io {
-        action,
-        path: path.to_owned(),
-        source,
+impl From<LayerError> for TarError {
+    fn from(e: LayerError) -> Self {
+        TarError::Source(e)
     }
 }
 
@@ -1432,7 +1439,9 @@ mod tests {
         let mut layer = PlannedLayer::new("t", "t");
         layer.add(tmp.path().join("gone"), "gone");
         match write_layer(&layer, &LayerOptions::default(), Vec::new(), None) {
-            Err(LayerError::Io { path, .. }) => assert_eq!(path, tmp.path().join("gone")),
+            Err(LayerError::Io(crate::error::IoError { path, .. })) => {
+                assert_eq!(path, tmp.path().join("gone"))
+            }
             other => panic!("{:?}", other.map(|r| r.0)),
         }
         let mut layer = PlannedLayer::new("t", "t");

@@ -3,6 +3,7 @@
 //! under a lock, tags as `org.opencontainers.image.ref.name` annotations,
 //! garbage collection and fsck. Speaks no HTTP.
 
+use crate::error::io as io_err;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -32,17 +33,9 @@ const WRITERS_LOCK: &str = ".guildhall-writers";
 /// What went wrong, and where.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    /// A filesystem operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done (`writing`, `reading`, …).
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] crate::error::IoError),
     /// The directory is not an OCI layout.
     #[error("{path} is not an OCI image layout: {reason}")]
     NotALayout {
@@ -97,15 +90,23 @@ pub enum LayoutError {
     },
 }
 
-type Result<T> = std::result::Result<T, LayoutError>;
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LayoutError + 'a {
-    move |source| LayoutError::Io {
-        action,
-        path: path.to_owned(),
-        source,
+impl LayoutError {
+    /// The exit code this error ends the process with: I/O is a failure,
+    /// anything else a bad layout (input).
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        match self {
+            LayoutError::Io(_) => crate::error::ExitCode::Failure,
+            LayoutError::NotALayout { .. }
+            | LayoutError::UnknownTag { .. }
+            | LayoutError::Ambiguous { .. }
+            | LayoutError::DigestMismatch { .. }
+            | LayoutError::MissingBlob { .. }
+            | LayoutError::BadJson { .. } => crate::error::ExitCode::Input,
+        }
     }
 }
+
+type Result<T> = std::result::Result<T, LayoutError>;
 
 /// One tagged image in a layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,11 +159,11 @@ impl Layout {
                     reason: "no oci-layout file".into(),
                 }
             } else {
-                LayoutError::Io {
+                LayoutError::Io(crate::error::IoError {
                     action: "reading",
                     path: marker.clone(),
                     source: e,
-                }
+                })
             }
         })?;
         let v: Value = serde_json::from_str(&text).map_err(|e| LayoutError::BadJson {
@@ -193,7 +194,7 @@ impl Layout {
         let empty = match fs::read_dir(&root) {
             Ok(mut it) => it.next().is_none(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io_err("reading", &root)(e)),
+            Err(e) => return Err(io_err("reading", &root)(e).into()),
         };
         if !empty {
             return Layout::open(&root);
@@ -232,7 +233,7 @@ impl Layout {
                 path: self.root.clone(),
                 digest: digest.clone(),
             }),
-            Err(e) => Err(io_err("reading", &p)(e)),
+            Err(e) => Err(io_err("reading", &p)(e).into()),
         }
     }
 
@@ -246,7 +247,7 @@ impl Layout {
                     digest: digest.clone(),
                 }
             } else {
-                io_err("opening", &p)(e)
+                io_err("opening", &p)(e).into()
             }
         })
     }
@@ -334,7 +335,7 @@ impl Layout {
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", &p)(e)),
+            Err(e) => Err(io_err("removing", &p)(e).into()),
         }
     }
 
@@ -348,7 +349,7 @@ impl Layout {
                     reason: "no index.json".into(),
                 }
             } else {
-                io_err("reading", &p)(e)
+                io_err("reading", &p)(e).into()
             }
         })?;
         let v: Value = serde_json::from_slice(&text).map_err(|e| LayoutError::BadJson {
@@ -629,7 +630,7 @@ impl Layout {
     fn flock(&self, name: &str, how: libc::c_int) -> Result<LockGuard> {
         let p = self.root.join(name);
         flock_path(&p, how)?
-            .ok_or_else(|| io_err("locking", &p)(io::Error::from(io::ErrorKind::WouldBlock)))
+            .ok_or_else(|| io_err("locking", &p)(io::Error::from(io::ErrorKind::WouldBlock)).into())
     }
 
     /// The first blob reachable from `digest` that is not stored.
@@ -673,9 +674,9 @@ impl Layout {
         let lock = match flock_path(&dir.join(".lock"), libc::LOCK_EX | libc::LOCK_NB)? {
             Some(l) => l,
             None => {
-                return Err(io_err("locking", &dir)(io::Error::from(
-                    io::ErrorKind::WouldBlock,
-                )));
+                return Err(
+                    io_err("locking", &dir)(io::Error::from(io::ErrorKind::WouldBlock)).into(),
+                );
             }
         };
         Ok(Work {
@@ -745,7 +746,7 @@ impl Layout {
         drop(f);
         fs::rename(&tmp, &dst).map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            io_err("replacing", &dst)(e)
+            io_err("replacing", &dst)(e).into()
         })
     }
 }
@@ -791,7 +792,7 @@ fn flock_path(p: &Path, how: libc::c_int) -> Result<Option<LockGuard>> {
         if e.kind() == io::ErrorKind::WouldBlock {
             return Ok(None);
         }
-        return Err(io_err("locking", p)(e));
+        return Err(io_err("locking", p)(e).into());
     }
     Ok(Some(LockGuard { _file: f }))
 }

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use guildhall_image::cli::Cli;
-use guildhall_image::exit::{ExitCode, classify};
+use guildhall_image::error::ExitCode;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -23,16 +23,19 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             eprintln!("error: {err}");
             // Causes a message already quotes (an OS error ending the line
-            // above) are not repeated.
+            // above) are not repeated; transparent wrappers repeat their
+            // inner error's message, so equal lines are skipped too.
             let mut said = err.to_string();
-            for cause in err.chain().skip(1) {
-                let text = cause.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(c) = cause {
+                let text = c.to_string();
                 if !said.contains(&text) {
                     eprintln!("  caused by: {text}");
                 }
                 said = text;
+                cause = c.source();
             }
-            std::process::ExitCode::from(classify(&err) as u8)
+            std::process::ExitCode::from(err.exit_code() as u8)
         }
     }
 }

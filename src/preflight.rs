@@ -53,11 +53,12 @@ pub enum PreflightError {
     },
 }
 
-impl crate::exit::Classify for PreflightError {
-    fn exit_code(&self) -> crate::exit::ExitCode {
+impl PreflightError {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> crate::error::ExitCode {
         match self {
-            PreflightError::BaseLayer { .. } => crate::exit::ExitCode::Input,
-            _ => crate::exit::ExitCode::Preflight,
+            PreflightError::BaseLayer { .. } => crate::error::ExitCode::Input,
+            _ => crate::error::ExitCode::Preflight,
         }
     }
 }
@@ -1192,10 +1193,7 @@ mod tests {
         assert!(text.contains("apt-get install -y --no-install-recommends libssl3"));
         let err = report.into_result("debian:bookworm-slim").unwrap_err();
         assert!(matches!(err, PreflightError::Failed(_)));
-        assert_eq!(
-            crate::exit::Classify::exit_code(&err),
-            crate::exit::ExitCode::Preflight
-        );
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Preflight);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use std::sync::OnceLock;
 use clap::Parser;
 use serde_json::{Value, json};
 
-use guildhall_image::engine::buildkit::{self, Builder, BuildkitError, EngineEnv, SystemProbe};
 use guildhall_image::archive::{self, ImportError};
 use guildhall_image::cli::{Cli, Command as Sub};
+use guildhall_image::engine::buildkit::{self, Builder, BuildkitError, EngineEnv, SystemProbe};
 use guildhall_image::image::Digest;
 use guildhall_image::layout::Layout;
 use guildhall_image::progress::Progress;
@@ -129,7 +129,7 @@ fn build(
     args: &[&str],
     layout: &Layout,
     tags: &[String],
-) -> anyhow::Result<guildhall_image::engine::direct::BuildOutcome> {
+) -> guildhall_image::error::Result<guildhall_image::engine::direct::BuildOutcome> {
     let mut argv = vec!["guildhall-image", "build", "--engine", "buildkit"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(&argv).expect("valid flags");

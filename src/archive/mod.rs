@@ -48,17 +48,9 @@ pub enum ArchiveFormat {
 /// Why an archive could not be imported; every variant names the archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// Reading the archive failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The archive.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] crate::error::IoError),
     /// The archive is neither a docker-archive nor an OCI archive, or is malformed.
     #[error("{archive} is not a usable image archive: {reason}")]
     Invalid {
@@ -116,15 +108,16 @@ pub enum ImportError {
     },
 }
 
-impl crate::exit::Classify for ImportError {
-    fn exit_code(&self) -> crate::exit::ExitCode {
+impl ImportError {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> crate::error::ExitCode {
         match self {
-            ImportError::Io { .. }
+            ImportError::Io(_)
             | ImportError::Layout {
-                source: LayoutError::Io { .. },
+                source: LayoutError::Io(_),
                 ..
-            } => crate::exit::ExitCode::Failure,
-            _ => crate::exit::ExitCode::Input,
+            } => crate::error::ExitCode::Failure,
+            _ => crate::error::ExitCode::Input,
         }
     }
 }
@@ -521,10 +514,12 @@ struct TarIndex {
 
 impl TarIndex {
     fn read(path: &Path) -> Result<TarIndex> {
-        let io_err = |action, source| ImportError::Io {
-            action,
-            path: path.to_owned(),
-            source,
+        let io_err = |action, source| {
+            ImportError::Io(crate::error::IoError {
+                action,
+                path: path.to_owned(),
+                source,
+            })
         };
         let f = File::open(path).map_err(|e| io_err("opening", e))?;
         let mut ar = tar::Archive::new(BufReader::with_capacity(64 * 1024, f));
@@ -696,11 +691,11 @@ impl TarIndex {
     }
 
     fn io(&self, action: &'static str, source: io::Error) -> ImportError {
-        ImportError::Io {
+        ImportError::Io(crate::error::IoError {
             action,
             path: self.path.clone(),
             source,
-        }
+        })
     }
 
     fn layout_err(&self, source: LayoutError) -> ImportError {

@@ -3,20 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context as _, Error, Result};
 use serde_json::json;
 
+use crate::cache::Memo;
+use crate::cli::{BuildArgs, Engine};
 use crate::credentials::{ChainEnv, chain_for};
 use crate::engine::base::{self, BaseSource};
 use crate::engine::direct::{BuildOutcome, DirectBuild};
-use crate::cache::Memo;
-use crate::vcs::Vcs;
-use crate::cli::{BuildArgs, Engine};
 use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::progress::human_bytes;
 use crate::release::Release;
 use crate::settings::{BuildSettings, Settings, validate_tag};
+use crate::vcs::Vcs;
 
 /// Run `build`.
 pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
@@ -232,14 +232,16 @@ pub fn find_release(project: &Path) -> Result<PathBuf> {
     match dirs.len() {
         1 => return Ok(dirs.remove(0)),
         0 => {}
-        _ => bail!(
-            "{} holds several releases ({}); pick one with --release",
-            rel.display(),
-            dirs.iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => {
+            return Err(Error::usage(format!(
+                "{} holds several releases ({}); pick one with --release",
+                rel.display(),
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
     }
     let mut tars: Vec<PathBuf> = std::fs::read_dir(&prod)
         .map(|it| {
@@ -252,14 +254,14 @@ pub fn find_release(project: &Path) -> Result<PathBuf> {
     tars.sort();
     match tars.len() {
         1 => Ok(tars.remove(0)),
-        0 => bail!(
+        0 => Err(Error::input(format!(
             "no release found under {} (looked for rel/NAME/ and NAME-VSN.tar.gz); run `MIX_ENV=prod mix release`, pass --mix, or name one with --release",
             prod.display()
-        ),
-        _ => bail!(
+        ))),
+        _ => Err(Error::usage(format!(
             "{} holds several release tarballs; pick one with --release",
             prod.display()
-        ),
+        ))),
     }
 }
 
@@ -279,10 +281,10 @@ fn run_mix_release(project: &Path) -> Result<()> {
             )
         })?;
     if !status.success() {
-        bail!(
+        return Err(Error::Engine(format!(
             "`MIX_ENV=prod mix release` failed in {} ({status})",
             project.display()
-        );
+        )));
     }
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! `credentials`: which registries have credentials in the OS keyring, and
 //! which source would answer for a host. Never shows a secret.
 
-use anyhow::Result;
+use crate::error::Result;
 
+use crate::cli::CredentialsArgs;
 use crate::credentials::keyring::KeyringSource;
 use crate::credentials::{ChainEnv, chain_for};
-use crate::cli::CredentialsArgs;
 use crate::settings::Settings;
 
 /// Run `credentials`.

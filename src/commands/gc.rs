@@ -1,6 +1,6 @@
 //! `gc`: remove blobs no tag reaches, optionally checking the rest.
 
-use anyhow::Result;
+use crate::error::Result;
 use serde_json::json;
 
 use crate::cli::GcArgs;
@@ -47,7 +47,11 @@ pub fn run(settings: &Settings, a: &GcArgs) -> Result<()> {
     }
     if let Some(f) = fsck {
         if !f.problems.is_empty() {
-            anyhow::bail!("fsck of {}: {}", dir.display(), f.problems.join("; "));
+            return Err(crate::error::Error::input(format!(
+                "fsck of {}: {}",
+                dir.display(),
+                f.problems.join("; ")
+            )));
         }
     }
     Ok(())

@@ -1,11 +1,11 @@
 //! `inspect`: an image in a layout or a registry: manifest digest, platform,
 //! each layer (size, what it holds), config (cmd, user, env, ports, labels).
 
-use anyhow::{Context, Result};
+use crate::error::{Context as _, Error, Result};
 use serde_json::{Value, json};
 
-use crate::credentials::{ChainEnv, chain_for};
 use crate::cli::InspectArgs;
+use crate::credentials::{ChainEnv, chain_for};
 use crate::image::config::layer_history;
 use crate::image::manifest::{parse_index, parse_manifest, select_platform, sniff_media_type};
 use crate::image::{Digest, ImageRef, Platform, media};
@@ -28,7 +28,10 @@ pub async fn run(settings: &Settings, a: &InspectArgs) -> Result<()> {
                 let idx = layout.read_blob(&entry.digest)?;
                 let entries = parse_index(&entry.digest.to_string(), &idx)?;
                 let e = select_platform(&entries, &want).map_err(|avail| {
-                    anyhow::anyhow!("{r} has no image for {want} (it has: {})", avail.join(", "))
+                    Error::input(format!(
+                        "{r} has no image for {want} (it has: {})",
+                        avail.join(", ")
+                    ))
                 })?;
                 (e.blob.digest.clone(), layout.read_blob(&e.blob.digest)?)
             } else {
@@ -48,7 +51,10 @@ pub async fn run(settings: &Settings, a: &InspectArgs) -> Result<()> {
             if sniff_media_type(&fetched.bytes).is_some_and(|m| media::is_index(&m)) {
                 let entries = parse_index(&fetched.digest.to_string(), &fetched.bytes)?;
                 let e = select_platform(&entries, &want).map_err(|avail| {
-                    anyhow::anyhow!("{r} has no image for {want} (it has: {})", avail.join(", "))
+                    Error::input(format!(
+                        "{r} has no image for {want} (it has: {})",
+                        avail.join(", ")
+                    ))
                 })?;
                 fetched = client
                     .fetch_manifest(&rr.with_digest(e.blob.digest.clone()))

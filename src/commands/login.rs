@@ -4,11 +4,11 @@
 use std::io::{BufRead, IsTerminal, Read};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context as _, Error, Result};
 
+use crate::cli::LoginArgs;
 use crate::credentials::keyring::KeyringSource;
 use crate::credentials::{Chain, ForHost, Secret};
-use crate::cli::LoginArgs;
 use crate::image::reference::normalize_registry_host;
 use crate::registry::{Client, ClientOptions};
 use crate::settings::Settings;
@@ -73,9 +73,9 @@ pub fn resolve_registry(settings: &Settings, arg: &str) -> Result<(String, Optio
         .next()
         .unwrap_or_default();
     if host.is_empty() || host.contains(['@', ' ']) {
-        bail!(
+        return Err(Error::usage(format!(
             "`{arg}` is not a registry host (HOST[:PORT], e.g. git.guildhouse.dev) or a target name"
-        );
+        )));
     }
     let host = normalize_registry_host(host);
     let mut names: Vec<String> = vec!["forgejo".into(), "ghcr".into()];
@@ -91,16 +91,20 @@ pub fn resolve_registry(settings: &Settings, arg: &str) -> Result<(String, Optio
 fn username(a: &LoginArgs, host: &str) -> Result<String> {
     if let Some(u) = &a.username {
         if u.trim().is_empty() {
-            bail!("-u/--username is empty");
+            return Err(Error::usage("-u/--username is empty"));
         }
         return Ok(u.trim().to_owned());
     }
     if a.password_stdin {
-        bail!("--password-stdin needs -u USER: standard input carries the password");
+        return Err(Error::usage(
+            "--password-stdin needs -u USER: standard input carries the password",
+        ));
     }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        bail!("no user name: give -u USER (standard input is not a terminal to ask on)");
+        return Err(Error::usage(
+            "no user name: give -u USER (standard input is not a terminal to ask on)",
+        ));
     }
     eprint!("Username for {host}: ");
     let mut line = String::new();
@@ -110,7 +114,7 @@ fn username(a: &LoginArgs, host: &str) -> Result<String> {
         .context("reading the user name")?;
     let u = line.trim();
     if u.is_empty() {
-        bail!("no user name given");
+        return Err(Error::usage("no user name given"));
     }
     Ok(u.to_owned())
 }
@@ -124,7 +128,9 @@ fn password(a: &LoginArgs, username: &str, host: &str) -> Result<Secret> {
         Secret::new(s)
     } else {
         if !std::io::stdin().is_terminal() {
-            bail!("no terminal to ask for the password on: pipe it in with --password-stdin");
+            return Err(Error::usage(
+                "no terminal to ask for the password on: pipe it in with --password-stdin",
+            ));
         }
         Secret::new(
             rpassword::prompt_password(format!("Password or token for {username}@{host}: "))
@@ -133,7 +139,7 @@ fn password(a: &LoginArgs, username: &str, host: &str) -> Result<Secret> {
     };
     let trimmed = raw.expose().trim_end_matches(['\n', '\r']);
     if trimmed.is_empty() {
-        bail!("the password is empty");
+        return Err(Error::usage("the password is empty"));
     }
     Ok(Secret::new(trimmed))
 }

@@ -1,11 +1,11 @@
 //! `logout`: remove a registry's credentials from the OS keyring.
 
-use anyhow::{Context, Result};
+use crate::error::{Context as _, Result};
 
+use crate::cli::LogoutArgs;
 use crate::credentials::CredentialSource;
 use crate::credentials::docker_config::DockerConfig;
 use crate::credentials::keyring::KeyringSource;
-use crate::cli::LogoutArgs;
 use crate::settings::Settings;
 
 /// Run `logout`. Nothing stored for the host is not an error: it says so.

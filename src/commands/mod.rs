@@ -14,10 +14,10 @@ pub mod push;
 use std::io::Read;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Context as _, Error, Result};
 
-use crate::credentials::{Chain, ChainEnv, Credential, CredentialKind, Secret, chain_for};
 use crate::cli::{Cli, Command, CredentialArgs};
+use crate::credentials::{Chain, ChainEnv, Credential, CredentialKind, Secret, chain_for};
 use crate::progress::Progress;
 use crate::registry::{Client, ClientOptions};
 use crate::settings::{Settings, Target};
@@ -52,16 +52,18 @@ pub fn credentials(creds: &CredentialArgs, push_host: Option<&str>) -> Result<Ch
             kind: CredentialKind::Password,
             source: "flags".into(),
         }),
-        (None, true) => anyhow::bail!("--password-stdin needs --username"),
+        (None, true) => return Err(Error::usage("--password-stdin needs --username")),
         (Some(_), false) => {
-            anyhow::bail!(
-                "--username needs --password-stdin (passwords are never taken as arguments)"
-            )
+            return Err(Error::usage(
+                "--username needs --password-stdin (passwords are never taken as arguments)",
+            ));
         }
         (None, false) => None,
     };
     if explicit.is_some() && push_host.is_none() {
-        anyhow::bail!("--username/--password-stdin apply to the push target; use them with --push");
+        return Err(Error::usage(
+            "--username/--password-stdin apply to the push target; use them with --push",
+        ));
     }
     Ok(chain_for(push_host, explicit, ChainEnv::from_process()))
 }
@@ -73,7 +75,7 @@ fn read_secret_stdin() -> Result<Secret> {
         .context("reading the password from standard input")?;
     let s = s.trim_end_matches(['\n', '\r']).to_owned();
     if s.is_empty() {
-        anyhow::bail!("--password-stdin: standard input was empty");
+        return Err(Error::usage("--password-stdin: standard input was empty"));
     }
     Ok(Secret::new(s))
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context as _, Error, Result};
 use serde_json::json;
 
 use crate::cli::{CredentialArgs, PushArgs};
@@ -52,13 +52,17 @@ pub async fn run(settings: &Settings, a: &PushArgs) -> Result<()> {
 /// for authentication failures, their kind (`wrong_credentials`: the
 /// credentials were refused; `no_permission`: they are valid but may not
 /// write there; `no_credentials`), with the registry and repository.
-pub fn error_json(e: &anyhow::Error) -> serde_json::Value {
-    let code = crate::exit::classify(e) as u8;
-    let registry_error = e
-        .chain()
+pub fn error_json(e: &Error) -> serde_json::Value {
+    let code = e.exit_code() as u8;
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+    while let Some(next) = chain.last().and_then(|c| c.source()) {
+        chain.push(next);
+    }
+    let registry_error = chain
+        .iter()
         .find_map(|c| c.downcast_ref::<crate::registry::RegistryError>());
     let mut error = json!({
-        "message": e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "),
+        "message": chain.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(": "),
         "exit_code": code,
     });
     if let Some(re) = registry_error {
@@ -98,11 +102,11 @@ pub async fn push_tags(
     for t in &tags[1..] {
         let other = layout.resolve(Some(t))?;
         if other.digest != first.digest {
-            bail!(
+            return Err(Error::usage(format!(
                 "tags {} and {t} name different images in {}; push them separately",
                 tags[0],
                 layout.root().display()
-            );
+            )));
         }
     }
     let chain = super::credentials(creds, Some(&target.repository.registry))?;

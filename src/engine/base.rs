@@ -3,7 +3,7 @@
 //! into a cache layout (blobs by digest, tags by reference and platform), so
 //! the next build needs no network and a build with `--offline` none at all.
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context as _, Error, OptionContext as _, Result};
 
 use crate::image::manifest::{BlobRef, ManifestInfo, parse_index, parse_manifest, select_platform};
 use crate::image::{Digest, ImageRef, Platform, RegistryRef, config::config_platform, media};
@@ -123,7 +123,7 @@ async fn from_registry(
         }
     }
     let Some(client) = src.client else {
-        let c = cached.with_context(|| {
+        let c = cached.or_input({
             format!("--offline: the base {r} for {want} is not in the cache ({}); build once online first", src.cache.root().display())
         })?;
         return from_layout(
@@ -180,14 +180,14 @@ fn from_layout(
         let bytes = layout.read_blob(&digest)?;
         let entries = parse_index(&digest.to_string(), &bytes)?;
         let entry = select_platform(&entries, want).map_err(|avail| {
-            anyhow::anyhow!(
+            Error::input(format!(
                 "the base {name} has no image for {want} (it has: {})",
                 if avail.is_empty() {
                     "no declared platforms".to_owned()
                 } else {
                     avail.join(", ")
                 }
-            )
+            ))
         })?;
         (
             entry.blob.digest.clone(),
@@ -200,7 +200,7 @@ fn from_layout(
     let config = layout.read_blob(&manifest.config.digest)?;
     let cfg: serde_json::Value = serde_json::from_slice(&config)
         .with_context(|| format!("the base's config {} is not JSON", manifest.config.digest))?;
-    let platform = config_platform(&cfg).with_context(|| {
+    let platform = config_platform(&cfg).or_input({
         format!(
             "the base's config {} names no os/architecture",
             manifest.config.digest
@@ -215,10 +215,10 @@ fn from_layout(
             .with_context(|| format!("reading the base {name}"));
         }
         if !media::is_gzip_layer(&l.media_type) && l.media_type != media::OCI_LAYER_TAR {
-            bail!(
+            return Err(Error::input(format!(
                 "the base {name} has a layer of media type {} (only gzip and plain tar layers are supported)",
                 l.media_type
-            );
+            )));
         }
     }
     let registry_name = name.parse::<RegistryRef>().ok().map(|r| r.to_string());

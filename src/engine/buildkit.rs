@@ -38,6 +38,7 @@
 //! version label. `--env`, `--port`, `--user` and `--cmd` are the direct
 //! engine's: with BuildKit the Dockerfile decides those.
 
+use crate::error::io as io_err;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
@@ -51,16 +52,16 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::engine::direct::BuildOutcome;
 use crate::archive::{self, Imported};
-use crate::vcs::Vcs;
 use crate::cli::BuildkitArgs;
+use crate::engine::direct::BuildOutcome;
 use crate::image::config::{build_manifest, rfc3339_from_epoch};
 use crate::image::manifest::parse_manifest;
 use crate::image::{Digest, media};
 use crate::layout::Layout;
 use crate::progress::{Mode, Progress};
 use crate::settings::BuildSettings;
+use crate::vcs::Vcs;
 
 /// The Dockerfile shipped in `docker/`, so the tool builds from any checkout.
 pub const DOCKERFILE: &str = include_str!("../../docker/Dockerfile");
@@ -157,17 +158,9 @@ pub enum BuildkitError {
         /// The last lines of its output.
         tail: String,
     },
-    /// A file the engine needs could not be written or read.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] crate::error::IoError),
     /// No tag was given and the image says nothing about its version.
     #[error(
         "no --tag given and the built image has no version (no org.opencontainers.image.version label and no \
@@ -179,28 +172,18 @@ pub enum BuildkitError {
     },
 }
 
-impl crate::exit::Classify for BuildkitError {
-    fn exit_code(&self) -> crate::exit::ExitCode {
-        use crate::exit::ExitCode;
+impl BuildkitError {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        use crate::error::ExitCode;
         match self {
             BuildkitError::BadOption { .. } => ExitCode::Usage,
             BuildkitError::NoVersion { .. } => ExitCode::Usage,
-            BuildkitError::Io { .. } => ExitCode::Failure,
+            BuildkitError::Io(_) => ExitCode::Failure,
             BuildkitError::NoEngine { .. }
             | BuildkitError::Spawn { .. }
             | BuildkitError::Failed { .. } => ExitCode::Engine,
         }
-    }
-}
-
-fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> BuildkitError + 'a {
-    move |source| BuildkitError::Io {
-        action,
-        path: path.to_owned(),
-        source,
     }
 }
 
@@ -869,7 +852,7 @@ pub async fn build(
     layout: &Layout,
     tags: &[String],
     progress: &Progress,
-) -> anyhow::Result<BuildOutcome> {
+) -> crate::error::Result<BuildOutcome> {
     tokio::task::block_in_place(|| build_blocking(s, bk, layout, tags, progress))
 }
 
@@ -880,7 +863,7 @@ pub fn build_blocking(
     layout: &Layout,
     tags: &[String],
     progress: &Progress,
-) -> anyhow::Result<BuildOutcome> {
+) -> crate::error::Result<BuildOutcome> {
     let forced = bk.builder.as_deref().map(Builder::from_str).transpose()?;
     let env = EngineEnv::from_env(bk.buildkit_host.as_deref());
     let engine = detect(forced, &env, &SystemProbe)?;
@@ -1104,7 +1087,7 @@ fn save_and_import(
     archive: &Path,
     layout: &Layout,
     progress: &Progress,
-) -> anyhow::Result<Imported> {
+) -> crate::error::Result<Imported> {
     let t = Instant::now();
     let save = Invocation {
         program: docker.to_owned(),
@@ -1173,7 +1156,8 @@ pub fn stage_context(project: &Path, dest: &Path, skip: &[PathBuf]) -> Result<()
         .collect();
     walk(project, dest, true, &skip)?;
     let ignore = dest.join(".dockerignore");
-    fs::write(&ignore, DOCKERIGNORE).map_err(io_err("writing", &ignore))
+    fs::write(&ignore, DOCKERIGNORE).map_err(io_err("writing", &ignore))?;
+    Ok(())
 }
 
 /// What `mix.exs` says literally about the app (no Elixir is run).
@@ -1266,7 +1250,7 @@ fn finish_labels(
     layout: &Layout,
     mut imported: Imported,
     extra: &BTreeMap<String, String>,
-) -> anyhow::Result<Finished> {
+) -> crate::error::Result<Finished> {
     let config_bytes = layout.read_blob(&imported.config)?;
     let mut config: Value = serde_json::from_slice(&config_bytes)?;
     let workdir = config
@@ -1380,7 +1364,7 @@ fn release_in_image(
     layout: &Layout,
     imported: &Imported,
     workdir: &str,
-) -> anyhow::Result<Option<(String, String)>> {
+) -> crate::error::Result<Option<(String, String)>> {
     let m = parse_manifest(
         &imported.digest.to_string(),
         &layout.read_blob(&imported.digest)?,
@@ -1610,10 +1594,7 @@ mod tests {
         ] {
             assert!(msg.contains(want), "`{want}` missing from: {msg}");
         }
-        assert_eq!(
-            crate::exit::Classify::exit_code(&e),
-            crate::exit::ExitCode::Engine
-        );
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Engine);
         let forced = detect(
             Some(Builder::Buildctl),
             &EngineEnv {

@@ -8,15 +8,15 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Context as _, Result};
 
-use crate::engine::base::BaseImage;
 use crate::cache::Memo;
-use crate::vcs::Vcs;
+use crate::engine::base::BaseImage;
 use crate::image::config::{
     AppendedLayer, ConfigSpec, build_manifest, derive_config, oci_layer_media_type,
     rfc3339_from_epoch,
 };
+use crate::vcs::Vcs;
 
 use crate::image::manifest::BlobRef;
 use crate::image::{Digest, Platform, media};

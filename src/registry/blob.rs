@@ -3,8 +3,8 @@
 
 use reqwest::{Method, StatusCode};
 
-use super::token::{AuthCtx, Scope};
 use super::pull::rejected_or_protocol;
+use super::token::{AuthCtx, Scope};
 use super::{Client, RegistryError, Req, Result, read_error_body, read_limited};
 use crate::image::Digest;
 use crate::image::reference::RegistryRef;

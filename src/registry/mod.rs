@@ -19,11 +19,11 @@
 // does not matter.
 #![allow(clippy::result_large_err)]
 
-mod token;
 mod blob;
 mod pull;
 mod push;
 mod retry;
+mod token;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,9 +45,9 @@ use crate::image::reference::{is_loopback_host, normalize_registry_host};
 use crate::layout::LayoutError;
 use crate::progress::Task;
 
-pub use token::{Flavor, Scope};
 pub use pull::Pulled;
 pub use push::{BlobHow, BlobOutcome, ChunkHook, PushOptions, PushReport};
+pub use token::{Flavor, Scope};
 
 /// 1 MiB: the smallest chunk size that may be configured. Below it a push
 /// spends its time on request overhead (`--chunk-size 1` would send a byte
@@ -457,9 +457,10 @@ pub enum RegistryError {
     Usage(String),
 }
 
-impl crate::exit::Classify for RegistryError {
-    fn exit_code(&self) -> crate::exit::ExitCode {
-        use crate::exit::ExitCode;
+impl RegistryError {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        use crate::error::ExitCode;
         match self {
             RegistryError::Unauthorized { .. }
             | RegistryError::Denied { .. }
@@ -469,7 +470,7 @@ impl crate::exit::Classify for RegistryError {
             | RegistryError::DigestMismatch { .. }
             | RegistryError::SizeMismatch { .. }
             | RegistryError::BadImage { .. } => ExitCode::Input,
-            RegistryError::Layout(LayoutError::Io { .. }) | RegistryError::Io { .. } => {
+            RegistryError::Layout(LayoutError::Io(_)) | RegistryError::Io { .. } => {
                 ExitCode::Failure
             }
             RegistryError::Layout(_) => ExitCode::Input,

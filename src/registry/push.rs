@@ -23,8 +23,8 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use super::token::{AuthCtx, Scope};
 use super::pull::{BlobDesc, descriptor, manifest_blobs, rejected_or_protocol};
+use super::token::{AuthCtx, Scope};
 use super::{
     Client, ErrorBody, RegistryError, Req, ReqBody, Result, Sent, header_str, read_error_body,
     retry,

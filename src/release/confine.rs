@@ -76,11 +76,11 @@ pub(crate) fn lookup(root: &Path, rel: &Path, want: Want) -> Result<Option<PathB
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
-                return Err(ReleaseError::Io {
+                return Err(ReleaseError::Io(crate::error::IoError {
                     action: "reading",
                     path: cur,
                     source,
-                });
+                }));
             }
         };
         let last = i + 1 == comps.len();
@@ -129,10 +129,12 @@ pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, ReleaseErro
     let f = open_nofollow(path)?;
     let len = f
         .metadata()
-        .map_err(|source| ReleaseError::Io {
-            action: "reading",
-            path: path.to_owned(),
-            source,
+        .map_err(|source| {
+            ReleaseError::Io(crate::error::IoError {
+                action: "reading",
+                path: path.to_owned(),
+                source,
+            })
         })?
         .len();
     if len > limit {
@@ -144,13 +146,13 @@ pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, ReleaseErro
         });
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    f.take(limit)
-        .read_to_end(&mut bytes)
-        .map_err(|source| ReleaseError::Io {
+    f.take(limit).read_to_end(&mut bytes).map_err(|source| {
+        ReleaseError::Io(crate::error::IoError {
             action: "reading",
             path: path.to_owned(),
             source,
-        })?;
+        })
+    })?;
     Ok(bytes)
 }
 
@@ -167,17 +169,19 @@ pub(crate) fn open_nofollow(path: &Path) -> Result<File, ReleaseError> {
                     reason: "it is a symlink; a release's metadata files must be real files".into(),
                 }
             } else {
-                ReleaseError::Io {
+                ReleaseError::Io(crate::error::IoError {
                     action: "opening",
                     path: path.to_owned(),
                     source,
-                }
+                })
             }
         })?;
-    let meta = f.metadata().map_err(|source| ReleaseError::Io {
-        action: "reading",
-        path: path.to_owned(),
-        source,
+    let meta = f.metadata().map_err(|source| {
+        ReleaseError::Io(crate::error::IoError {
+            action: "reading",
+            path: path.to_owned(),
+            source,
+        })
     })?;
     if !meta.is_file() {
         return Err(ReleaseError::Malformed {

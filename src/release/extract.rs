@@ -2,6 +2,7 @@
 //! no absolute paths, no `..`, nothing written through a symlink; symlinks
 //! and hard links kept as such, permission bits set explicitly (umask-free).
 
+use crate::error::io as io_err;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
@@ -123,7 +124,7 @@ pub(crate) fn extract(
                         write_pax_sparse(&mut entry, sp, &mut file, &mut buf).map_err(
                             |e| match e {
                                 SparseError::Read(e) => corrupt(e),
-                                SparseError::Write(e) => io_err("writing", &target)(e),
+                                SparseError::Write(e) => io_err("writing", &target)(e).into(),
                                 SparseError::Bad(reason) => unsafe_entry(reason),
                             },
                         )?;
@@ -340,17 +341,10 @@ fn write_pax_sparse<R: Read>(
     Ok(())
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ReleaseError + 'a {
-    move |source| ReleaseError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
-}
-
 fn set_mode(path: &Path, mode: u32) -> Result<(), ReleaseError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(io_err("setting permissions of", path))
+        .map_err(io_err("setting permissions of", path))?;
+    Ok(())
 }
 
 /// The relative path an entry names; `None` for the archive root itself.

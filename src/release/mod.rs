@@ -112,27 +112,20 @@ pub enum ReleaseError {
         /// The limit in bytes.
         limit: u64,
     },
-    /// A filesystem operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] crate::error::IoError),
     /// Listing the release for its layers failed.
     #[error(transparent)]
     Layer(#[from] LayerError),
 }
 
-impl crate::exit::Classify for ReleaseError {
-    fn exit_code(&self) -> crate::exit::ExitCode {
-        use crate::exit::ExitCode;
+impl ReleaseError {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> crate::error::ExitCode {
+        use crate::error::ExitCode;
         match self {
-            ReleaseError::Io { .. } | ReleaseError::Layer(_) => ExitCode::Failure,
+            ReleaseError::Io(_) | ReleaseError::Layer(_) => ExitCode::Failure,
             ReleaseError::UnknownOwnApp { .. } => ExitCode::Usage,
             _ => ExitCode::Input,
         }
@@ -190,20 +183,22 @@ impl Release {
                     path: path.to_owned(),
                 }
             } else {
-                ReleaseError::Io {
+                ReleaseError::Io(crate::error::IoError {
                     action: "reading",
                     path: path.to_owned(),
                     source: e,
-                }
+                })
             }
         })?;
         if meta.is_dir() {
             // Canonical, so the root is a directory and not a symlink to one
             // (it becomes the `/app` entry of every layer).
-            let root = fs::canonicalize(path).map_err(|source| ReleaseError::Io {
-                action: "resolving",
-                path: path.to_owned(),
-                source,
+            let root = fs::canonicalize(path).map_err(|source| {
+                ReleaseError::Io(crate::error::IoError {
+                    action: "resolving",
+                    path: path.to_owned(),
+                    source,
+                })
             })?;
             return Release::read(root, path.to_owned(), None, Default::default());
         }
@@ -212,27 +207,31 @@ impl Release {
                 path: path.to_owned(),
             });
         }
-        fs::create_dir_all(scratch).map_err(|source| ReleaseError::Io {
-            action: "creating",
-            path: scratch.to_owned(),
-            source,
+        fs::create_dir_all(scratch).map_err(|source| {
+            ReleaseError::Io(crate::error::IoError {
+                action: "creating",
+                path: scratch.to_owned(),
+                source,
+            })
         })?;
         let tmp = tempfile::Builder::new()
             .prefix("release-")
             .tempdir_in(scratch)
-            .map_err(|source| ReleaseError::Io {
-                action: "creating a directory in",
-                path: scratch.to_owned(),
-                source,
+            .map_err(|source| {
+                ReleaseError::Io(crate::error::IoError {
+                    action: "creating a directory in",
+                    path: scratch.to_owned(),
+                    source,
+                })
             })?;
         // 0755 whatever the umask or tempfile's default: the directory
         // becomes `/app` in the image.
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).map_err(|source| {
-            ReleaseError::Io {
+            ReleaseError::Io(crate::error::IoError {
                 action: "setting permissions of",
                 path: tmp.path().to_owned(),
                 source,
-            }
+            })
         })?;
         let extracted = extract::extract(path, tmp.path(), limits)?;
         let root = single_subdir_root(tmp.path());
@@ -509,19 +508,21 @@ impl Release {
 
 fn is_gzip(path: &Path) -> Result<bool, ReleaseError> {
     let mut magic = [0u8; 2];
-    let mut f = File::open(path).map_err(|source| ReleaseError::Io {
-        action: "opening",
-        path: path.to_owned(),
-        source,
+    let mut f = File::open(path).map_err(|source| {
+        ReleaseError::Io(crate::error::IoError {
+            action: "opening",
+            path: path.to_owned(),
+            source,
+        })
     })?;
     match f.read_exact(&mut magic) {
         Ok(()) => Ok(magic == [0x1f, 0x8b]),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(source) => Err(ReleaseError::Io {
+        Err(source) => Err(ReleaseError::Io(crate::error::IoError {
             action: "reading",
             path: path.to_owned(),
             source,
-        }),
+        })),
     }
 }
 
@@ -562,10 +563,12 @@ fn find_rel_file(root: &Path, rel_dir: &Path) -> Option<PathBuf> {
 
 fn erts_dirs(root: &Path) -> Result<Vec<String>, ReleaseError> {
     let mut found: Vec<String> = fs::read_dir(root)
-        .map_err(|source| ReleaseError::Io {
-            action: "listing",
-            path: root.to_owned(),
-            source,
+        .map_err(|source| {
+            ReleaseError::Io(crate::error::IoError {
+                action: "listing",
+                path: root.to_owned(),
+                source,
+            })
         })?
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -580,10 +583,12 @@ fn erts_dirs(root: &Path) -> Result<Vec<String>, ReleaseError> {
 fn elf_platform(path: &Path) -> Result<Platform, ReleaseError> {
     let mut header = [0u8; 64];
     let mut f = confine::open_nofollow(path)?;
-    let n = read_up_to(&mut f, &mut header).map_err(|source| ReleaseError::Io {
-        action: "reading",
-        path: path.to_owned(),
-        source,
+    let n = read_up_to(&mut f, &mut header).map_err(|source| {
+        ReleaseError::Io(crate::error::IoError {
+            action: "reading",
+            path: path.to_owned(),
+            source,
+        })
     })?;
     let malformed = |reason: String| ReleaseError::Malformed {
         path: path.to_owned(),

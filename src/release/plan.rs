@@ -253,10 +253,12 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
 
 /// Names in a directory, sorted.
 fn top_level(dir: &Path) -> Result<Vec<std::ffi::OsString>, ReleaseError> {
-    let list = |source| ReleaseError::Io {
-        action: "listing",
-        path: dir.to_owned(),
-        source,
+    let list = |source| {
+        ReleaseError::Io(crate::error::IoError {
+            action: "listing",
+            path: dir.to_owned(),
+            source,
+        })
     };
     let mut names = fs::read_dir(dir)
         .map_err(list)?

@@ -431,10 +431,7 @@ fn an_application_version_that_climbs_out_of_lib_is_a_malformed_release() {
     assert!(root.join("lib").join(format!("kernel-{climb}")).is_dir());
     let err = open(&root).unwrap_err();
     assert!(matches!(err, ReleaseError::Malformed { .. }), "{err}");
-    assert_eq!(
-        crate::exit::Classify::exit_code(&err),
-        crate::exit::ExitCode::Input
-    );
+    assert_eq!(err.exit_code(), crate::error::ExitCode::Input);
     assert!(err.to_string().contains("not a plain name"), "{err}");
 }
 

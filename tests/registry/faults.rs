@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use guildhall_image::exit::{Classify, ExitCode};
+use guildhall_image::error::ExitCode;
 use guildhall_image::image::RegistryRef;
 use guildhall_image::progress::Progress;
 use guildhall_image::registry::{BlobHow, ClientOptions, PushOptions, RegistryError};
@@ -254,14 +254,15 @@ async fn a_blob_download_redirected_to_another_host_does_not_carry_the_credentia
         }
     }
     fake.put_manifest("team/app", "v1", &img.media_type, &manifest);
-    let creds: std::sync::Arc<dyn guildhall_image::credentials::CredentialSource> = std::sync::Arc::new(
-        guildhall_image::credentials::Chain::new().with(guildhall_image::credentials::ForHost::new(
-            &fake.host(),
-            "u".into(),
-            guildhall_image::credentials::Secret::new("p"),
-            "test",
-        )),
-    );
+    let creds: std::sync::Arc<dyn guildhall_image::credentials::CredentialSource> =
+        std::sync::Arc::new(guildhall_image::credentials::Chain::new().with(
+            guildhall_image::credentials::ForHost::new(
+                &fake.host(),
+                "u".into(),
+                guildhall_image::credentials::Secret::new("p"),
+                "test",
+            ),
+        ));
     let c = client(creds, fast_options());
     let r: RegistryRef = format!("{}/team/app:v1", fake.host()).parse().unwrap();
     let cache = guildhall_image::layout::Layout::create_or_open(tmp.path().join("cache")).unwrap();
@@ -381,14 +382,15 @@ async fn credentials_do_not_follow_an_upload_location_to_another_host_and_port()
     });
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3 * MIB, 4000], 21);
-    let creds: std::sync::Arc<dyn guildhall_image::credentials::CredentialSource> = std::sync::Arc::new(
-        guildhall_image::credentials::Chain::new().with(guildhall_image::credentials::ForHost::new(
-            &fake.host(),
-            "u".into(),
-            guildhall_image::credentials::Secret::new("p"),
-            "test",
-        )),
-    );
+    let creds: std::sync::Arc<dyn guildhall_image::credentials::CredentialSource> =
+        std::sync::Arc::new(guildhall_image::credentials::Chain::new().with(
+            guildhall_image::credentials::ForHost::new(
+                &fake.host(),
+                "u".into(),
+                guildhall_image::credentials::Secret::new("p"),
+                "test",
+            ),
+        ));
     let c = client(
         creds,
         ClientOptions {

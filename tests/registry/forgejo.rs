@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guildhall_image::credentials::{Chain, CredentialSource, ForHost, Secret};
-use guildhall_image::exit::{Classify, ExitCode};
+use guildhall_image::error::ExitCode;
 use guildhall_image::image::RegistryRef;
 use guildhall_image::layout::{Layout, TaggedImage};
 use guildhall_image::progress::Progress;

@@ -1,6 +1,6 @@
 //! Pulling from a real registry.
 
-use guildhall_image::exit::{Classify, ExitCode};
+use guildhall_image::error::ExitCode;
 use guildhall_image::image::{Digest, Platform, RegistryRef};
 use guildhall_image::layout::Layout;
 use guildhall_image::progress::Progress;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use guildhall_image::exit::{Classify, ExitCode};
+use guildhall_image::error::ExitCode;
 use guildhall_image::image::RegistryRef;
 use guildhall_image::layout::{Layout, TaggedImage};
 use guildhall_image::progress::Progress;
