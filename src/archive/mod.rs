@@ -13,7 +13,7 @@
 //! core, by the same pipeline as the direct engine's layers; a layer
 //! whose diff ID the layout already holds is only hashed, not compressed again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -25,8 +25,7 @@ use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 
 use crate::engine::direct::LayerOutcome;
-use crate::image::config::{build_manifest, config_platform};
-use crate::image::manifest::{BlobRef, parse_index, parse_manifest};
+use crate::image::{ConfigFile, Descriptor, Index, Manifest, mutate};
 use crate::image::{Digest, Sha256Hasher, media};
 use crate::layout::{Layout, LayoutError};
 use crate::progress::{Progress, Task};
@@ -217,18 +216,12 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
             });
         }
     }
-    let config: Value = serde_json::from_slice(&config_bytes)
-        .map_err(|e| ar.invalid(&format!("{config_name} is not JSON: {e}")))?;
+    let config =
+        ConfigFile::parse(config_name, &config_bytes).map_err(|e| ar.invalid(&e.to_string()))?;
     let diff_ids: Vec<Digest> = config
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ar.invalid(&format!("{config_name} has no rootfs.diff_ids")))?
-        .iter()
-        .map(|d| {
-            d.as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| ar.invalid("a rootfs.diff_ids entry is not a sha256 digest"))
-        })
+        .diff_ids()
+        .into_iter()
+        .map(|d| d.ok_or_else(|| ar.invalid("a rootfs.diff_ids entry is not a sha256 digest")))
         .collect::<Result<_>>()?;
     if diff_ids.len() != layer_names.len() {
         return Err(ar.invalid(&format!(
@@ -252,16 +245,16 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
         .collect();
     let results = run_parallel(&jobs, |job| import_docker_layer(layout, ar, job, progress))?;
 
-    let (blobs, reused): (Vec<BlobRef>, Vec<bool>) = results.into_iter().unzip();
-    let layers: Vec<(String, Digest, u64)> = blobs
-        .iter()
-        .map(|b| (b.media_type.clone(), b.digest.clone(), b.size))
-        .collect();
+    let (blobs, reused): (Vec<Descriptor>, Vec<bool>) = results.into_iter().unzip();
     let outcomes = layer_outcomes(&config, &blobs, &reused);
     let (config_digest, config_size) = layout
         .write_blob(&config_bytes)
         .map_err(|e| ar.layout_err(e))?;
-    let manifest = build_manifest((&config_digest, config_size), &layers, &BTreeMap::new());
+    let manifest = mutate::manifest(
+        Descriptor::new(media::OCI_CONFIG, config_digest.clone(), config_size),
+        &blobs,
+    )
+    .to_bytes();
     let (digest, size) = layout.write_blob(&manifest).map_err(|e| ar.layout_err(e))?;
     Ok(Imported {
         format: ArchiveFormat::DockerArchive,
@@ -269,7 +262,8 @@ fn import_docker(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<
         digest,
         size,
         config: config_digest,
-        platform: config_platform(&config)
+        platform: config
+            .platform()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "unknown".into()),
         layers: outcomes,
@@ -280,7 +274,7 @@ struct LayerJob {
     member: String,
     diff_id: Digest,
     what: String,
-    known: Option<BlobRef>,
+    known: Option<Descriptor>,
 }
 
 /// One docker layer into the layout: verified against its diff ID; gzip
@@ -291,7 +285,7 @@ fn import_docker_layer(
     ar: &TarIndex,
     job: &LayerJob,
     progress: &Progress,
-) -> Result<(BlobRef, bool)> {
+) -> Result<(Descriptor, bool)> {
     let (mut r, len) = ar.open(&job.member, "manifest.json")?;
     let task = progress.task(format!("import {}", job.what), Some(len));
     let mut magic = [0u8; 4];
@@ -335,22 +329,16 @@ fn import_docker_layer(
     ar.check(&job.member, &job.what, &job.diff_id, actual_diff)?;
     let (digest, size) = w.commit(None).map_err(|e| ar.layout_err(e))?;
     task.finish("done");
-    Ok((
-        BlobRef {
-            media_type: media::OCI_LAYER_GZIP.to_owned(),
-            digest,
-            size,
-        },
-        false,
-    ))
+    Ok((Descriptor::new(media::OCI_LAYER_GZIP, digest, size), false))
 }
 
 /// `created_by` of each history entry that made a layer, in layer order.
-fn layer_history(config: &Value) -> Vec<String> {
-    crate::image::config::layer_history(config)
+fn layer_history(config: &ConfigFile) -> Vec<String> {
+    config
+        .layer_history()
         .into_iter()
         .map(|e| {
-            let s = e.get("created_by").and_then(Value::as_str).unwrap_or("");
+            let s = e.created_by.as_deref().unwrap_or("");
             let s = s
                 .trim_start_matches("/bin/sh -c ")
                 .trim_start_matches("#(nop) ")
@@ -367,9 +355,13 @@ fn layer_history(config: &Value) -> Vec<String> {
 
 /// What each layer of an image is, for the build's outcome: its blob, its
 /// diff ID and history line from the config, whether it was already stored.
-fn layer_outcomes(config: &Value, layers: &[BlobRef], reused: &[bool]) -> Vec<LayerOutcome> {
+fn layer_outcomes(
+    config: &ConfigFile,
+    layers: &[Descriptor],
+    reused: &[bool],
+) -> Vec<LayerOutcome> {
     let history = layer_history(config);
-    let diff_ids = config.pointer("/rootfs/diff_ids").and_then(Value::as_array);
+    let diff_ids = config.diff_ids();
     layers
         .iter()
         .enumerate()
@@ -378,10 +370,7 @@ fn layer_outcomes(config: &Value, layers: &[BlobRef], reused: &[bool]) -> Vec<La
             description: history.get(i).cloned().unwrap_or_default(),
             digest: l.digest.clone(),
             size: l.size,
-            diff_id: diff_ids
-                .and_then(|d| d.get(i))
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok()),
+            diff_id: diff_ids.get(i).cloned().flatten(),
             reused: reused.get(i).copied().unwrap_or(false),
         })
         .collect()
@@ -391,12 +380,12 @@ fn layer_outcomes(config: &Value, layers: &[BlobRef], reused: &[bool]) -> Vec<La
 
 fn import_oci(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imported> {
     let index_bytes = ar.read_small("index.json", "archive")?;
-    let top = parse_index("index.json", &index_bytes).map_err(|e| ar.invalid(&e.to_string()))?;
+    let top = Index::parse("index.json", &index_bytes).map_err(|e| ar.invalid(&e.to_string()))?;
     // Image manifests, looking through nested indexes; attestation manifests
     // (platform unknown/unknown) are left out.
-    let mut images: Vec<(BlobRef, Vec<u8>)> = Vec::new();
-    let mut indexes: Vec<(BlobRef, Vec<u8>)> = Vec::new();
-    let mut todo: Vec<BlobRef> = top.iter().map(|e| e.blob.clone()).collect();
+    let mut images: Vec<(Descriptor, Vec<u8>)> = Vec::new();
+    let mut indexes: Vec<(Descriptor, Vec<u8>)> = Vec::new();
+    let mut todo: Vec<Descriptor> = top.manifests.clone();
     while let Some(desc) = todo.pop() {
         let bytes = ar.read_blob(
             &desc,
@@ -404,15 +393,15 @@ fn import_oci(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imp
             &format!("manifest {}", desc.digest.short()),
         )?;
         if media::is_index(&desc.media_type) {
-            let entries = parse_index(&desc.digest.to_string(), &bytes)
+            let index = Index::parse(&desc.digest.to_string(), &bytes)
                 .map_err(|e| ar.invalid(&e.to_string()))?;
-            for e in entries {
+            for e in index.manifests {
                 let attestation = e
                     .platform
                     .as_ref()
                     .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
                 if !attestation {
-                    todo.push(e.blob);
+                    todo.push(e);
                 }
             }
             indexes.push((desc, bytes));
@@ -428,17 +417,18 @@ fn import_oci(layout: &Layout, ar: &TarIndex, progress: &Progress) -> Result<Imp
     let mut first: Option<(Digest, Vec<LayerOutcome>)> = None;
     let mut platforms = Vec::new();
     for (desc, bytes) in &images {
-        let m = parse_manifest(&desc.digest.to_string(), bytes)
+        let m = Manifest::parse(&desc.digest.to_string(), bytes)
             .map_err(|e| ar.invalid(&e.to_string()))?;
         let config_bytes = ar.read_blob(
             &m.config,
             &format!("manifest {}", desc.digest.short()),
             "the image config",
         )?;
-        let config: Value = serde_json::from_slice(&config_bytes)
-            .map_err(|e| ar.invalid(&format!("config {} is not JSON: {e}", m.config.digest)))?;
+        let config = ConfigFile::parse(&m.config.digest.to_string(), &config_bytes)
+            .map_err(|e| ar.invalid(&e.to_string()))?;
         platforms.push(
-            config_platform(&config)
+            config
+                .platform()
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "unknown".into()),
         );
@@ -611,7 +601,7 @@ impl TarIndex {
     }
 
     /// A small OCI blob, checked against its descriptor.
-    fn read_blob(&self, desc: &BlobRef, named_by: &str, what: &str) -> Result<Vec<u8>> {
+    fn read_blob(&self, desc: &Descriptor, named_by: &str, what: &str) -> Result<Vec<u8>> {
         let member = blob_member(&desc.digest);
         let bytes = self.read_small(&member, named_by)?;
         if bytes.len() as u64 != desc.size {
@@ -631,7 +621,7 @@ impl TarIndex {
     fn copy_blob(
         &self,
         layout: &Layout,
-        desc: &BlobRef,
+        desc: &Descriptor,
         named_by: &str,
         what: &str,
         progress: &Progress,
@@ -910,15 +900,10 @@ pub fn find_by_config(layout: &Layout, config: &Digest) -> Option<Imported> {
         let Ok(bytes) = layout.read_blob(&img.digest) else {
             continue;
         };
-        let Ok(m) = parse_manifest(&img.digest.to_string(), &bytes) else {
+        let Ok(m) = Manifest::parse(&img.digest.to_string(), &bytes) else {
             continue;
         };
-        let annotated = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
-            v.pointer("/annotations")
-                .and_then(|a| a.get(BUILT_CONFIG_ANNOTATION))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+        let annotated = m.annotations.get(BUILT_CONFIG_ANNOTATION).cloned();
         if m.config.digest != *config && annotated.as_deref() != Some(wanted.as_str()) {
             continue;
         }
@@ -933,7 +918,7 @@ pub fn find_by_config(layout: &Layout, config: &Digest) -> Option<Imported> {
         let Ok(cfg) = layout.read_blob(&m.config.digest) else {
             continue;
         };
-        let Ok(cfg) = serde_json::from_slice::<Value>(&cfg) else {
+        let Ok(cfg) = ConfigFile::parse(&m.config.digest.to_string(), &cfg) else {
             continue;
         };
         return Some(Imported {
@@ -942,7 +927,8 @@ pub fn find_by_config(layout: &Layout, config: &Digest) -> Option<Imported> {
             digest: img.digest.clone(),
             size: img.size,
             config: m.config.digest.clone(),
-            platform: config_platform(&cfg)
+            platform: cfg
+                .platform()
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "unknown".into()),
             layers: layer_outcomes(&cfg, &m.layers, &vec![true; m.layers.len()]),
@@ -954,7 +940,7 @@ pub fn find_by_config(layout: &Layout, config: &Digest) -> Option<Imported> {
 /// Decompress-and-read helper for callers that look inside imported layers.
 pub(crate) fn layer_reader(
     layout: &Layout,
-    blob: &BlobRef,
+    blob: &Descriptor,
 ) -> std::result::Result<Box<dyn Read>, LayoutError> {
     let f = BufReader::with_capacity(BUF, layout.open_blob(&blob.digest)?);
     Ok(if media::is_gzip_layer(&blob.media_type) {

@@ -1,14 +1,16 @@
 //! `inspect`: an image in a layout or a registry: manifest digest, platform,
 //! each layer (size, what it holds), config (cmd, user, env, ports, labels).
 
-use crate::error::{Context as _, Error, Result};
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::cli::InspectArgs;
 use crate::credentials::{ChainEnv, chain_for};
-use crate::image::config::layer_history;
-use crate::image::manifest::{parse_index, parse_manifest, select_platform, sniff_media_type};
-use crate::image::{Digest, ImageRef, Platform, media};
+use crate::error::{Error, Result};
+use crate::image::manifest::NoSuchPlatform;
+use crate::image::{ConfigFile, Descriptor, Digest, ImageDoc, ImageRef, Manifest, Platform, media};
 use crate::layout::Layout;
 use crate::progress::human_bytes;
 use crate::settings::Settings;
@@ -20,26 +22,27 @@ pub async fn run(settings: &Settings, a: &InspectArgs) -> Result<()> {
         Some(p) => p.parse()?,
         None => Platform::host(),
     };
+    let no_platform = |none: NoSuchPlatform| {
+        Error::input(format!(
+            "{r} has no image for {want} (it has: {})",
+            none.listed()
+        ))
+    };
     let (digest, manifest, config) = match &r {
         ImageRef::Layout(l) => {
             let layout = Layout::open(&l.dir)?;
             let entry = layout.resolve(l.tag.as_deref())?;
             let (d, bytes) = if media::is_index(&entry.media_type) {
                 let idx = layout.read_blob(&entry.digest)?;
-                let entries = parse_index(&entry.digest.to_string(), &idx)?;
-                let e = select_platform(&entries, &want).map_err(|avail| {
-                    Error::input(format!(
-                        "{r} has no image for {want} (it has: {})",
-                        avail.join(", ")
-                    ))
-                })?;
-                (e.blob.digest.clone(), layout.read_blob(&e.blob.digest)?)
+                let idx = crate::image::Index::parse(&entry.digest.to_string(), &idx)?;
+                let e = idx.select(&want).map_err(no_platform)?;
+                (e.digest.clone(), layout.read_blob(&e.digest)?)
             } else {
                 (entry.digest.clone(), layout.read_blob(&entry.digest)?)
             };
-            let m = parse_manifest(&d.to_string(), &bytes)?;
+            let m = Manifest::parse(&d.to_string(), &bytes)?;
             let cfg = layout.read_blob(&m.config.digest)?;
-            (d, bytes, cfg)
+            (d, m, cfg)
         }
         ImageRef::Registry(rr) => {
             let client = super::client(
@@ -48,77 +51,98 @@ pub async fn run(settings: &Settings, a: &InspectArgs) -> Result<()> {
                 None,
             )?;
             let mut fetched = client.fetch_manifest(rr).await?;
-            if sniff_media_type(&fetched.bytes).is_some_and(|m| media::is_index(&m)) {
-                let entries = parse_index(&fetched.digest.to_string(), &fetched.bytes)?;
-                let e = select_platform(&entries, &want).map_err(|avail| {
-                    Error::input(format!(
-                        "{r} has no image for {want} (it has: {})",
-                        avail.join(", ")
-                    ))
-                })?;
+            if let ImageDoc::Index(idx) = &fetched.doc {
+                let e = idx.select(&want).map_err(no_platform)?;
                 fetched = client
-                    .fetch_manifest(&rr.with_digest(e.blob.digest.clone()))
+                    .fetch_manifest(&rr.with_digest(e.digest.clone()))
                     .await?;
             }
-            let m = parse_manifest(&fetched.digest.to_string(), &fetched.bytes)?;
+            let ImageDoc::Manifest(m) = fetched.doc else {
+                return Err(Error::input(format!("{r}: an index inside an index")));
+            };
             let cfg = client.fetch_small_blob(rr, &m.config.digest).await?;
-            (fetched.digest, fetched.bytes, cfg)
+            (fetched.digest, m, cfg)
         }
     };
-    let summary = summarize(&r.to_string(), &digest, &manifest, &config)?;
+    let config = ConfigFile::parse(&manifest.config.digest.to_string(), &config)?;
+    let summary = summarize(&r.to_string(), &digest, &manifest, &config);
     if settings.json {
-        super::print_json(&summary);
+        super::print_json(&serde_json::to_value(&summary)?);
     } else {
-        print_text(&summary);
+        print_text(&serde_json::to_value(&summary)?);
     }
     Ok(())
 }
 
-/// The inspect summary as JSON.
-pub fn summarize(name: &str, digest: &Digest, manifest: &[u8], config: &[u8]) -> Result<Value> {
-    let m = parse_manifest(&digest.to_string(), manifest)?;
-    let cfg: Value = serde_json::from_slice(config)
-        .with_context(|| format!("the config {} is not JSON", m.config.digest))?;
+/// What `inspect` shows.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    name: String,
+    digest: Digest,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    platform: String,
+    created: Option<String>,
+    config_digest: Digest,
+    size: u64,
+    layers: Vec<LayerSummary>,
+    cmd: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    user: Option<String>,
+    working_dir: Option<String>,
+    env: Option<Vec<String>>,
+    exposed_ports: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+/// One layer of [`Summary`].
+#[derive(Debug, Serialize)]
+struct LayerSummary {
+    digest: Digest,
+    size: u64,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    diff_id: Option<String>,
+    created_by: Option<String>,
+}
+
+/// The inspect summary of an image.
+pub fn summarize(name: &str, digest: &Digest, m: &Manifest, cfg: &ConfigFile) -> Summary {
     // History entries that made a layer, in order, describe the layers.
-    let history = layer_history(&cfg);
-    let diff_ids: Vec<&Value> = cfg
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let layers: Vec<Value> = m
+    let history = cfg.layer_history();
+    let layers = m
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            json!({
-                "digest": l.digest,
-                "size": l.size,
-                "mediaType": l.media_type,
-                "diff_id": diff_ids.get(i),
-                "created_by": history.get(i).and_then(|h| h.get("created_by")),
-            })
+        .map(|(i, l): (usize, &Descriptor)| LayerSummary {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            diff_id: cfg.rootfs.diff_ids.get(i).cloned(),
+            created_by: history.get(i).and_then(|h| h.created_by.clone()),
         })
         .collect();
-    let c = cfg.get("config").cloned().unwrap_or(json!({}));
-    Ok(json!({
-        "name": name,
-        "digest": digest,
-        "mediaType": m.media_type,
-        "platform": format!("{}/{}{}", cfg["os"].as_str().unwrap_or("?"), cfg["architecture"].as_str().unwrap_or("?"),
-            cfg.get("variant").and_then(Value::as_str).map(|v| format!("/{v}")).unwrap_or_default()),
-        "created": cfg.get("created"),
-        "config_digest": m.config.digest,
-        "size": m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
-        "layers": layers,
-        "cmd": c.get("Cmd"),
-        "entrypoint": c.get("Entrypoint"),
-        "user": c.get("User"),
-        "working_dir": c.get("WorkingDir"),
-        "env": c.get("Env"),
-        "exposed_ports": c.get("ExposedPorts").and_then(Value::as_object).map(|o| o.keys().cloned().collect::<Vec<_>>()),
-        "labels": c.get("Labels"),
-    }))
+    let c = cfg.config.clone().unwrap_or_default();
+    Summary {
+        name: name.to_owned(),
+        digest: digest.clone(),
+        media_type: m.media_type().to_owned(),
+        platform: cfg
+            .platform()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "?/?".into()),
+        created: cfg.created.clone(),
+        config_digest: m.config.digest.clone(),
+        size: m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
+        layers,
+        cmd: c.cmd,
+        entrypoint: c.entrypoint,
+        user: c.user,
+        working_dir: c.working_dir,
+        env: c.env,
+        exposed_ports: c.exposed_ports.map(|p| p.into_keys().collect()),
+        labels: c.labels,
+    }
 }
 
 fn print_text(s: &Value) {

@@ -8,11 +8,10 @@ use crate::error::{Context as _, Error, Result};
 use serde_json::json;
 
 use crate::cli::{CredentialArgs, PushArgs};
-use crate::image::RegistryRef;
-use crate::image::manifest::parse_manifest;
+use crate::image::{ConfigFile, Descriptor, Manifest, RegistryRef};
 use crate::layout::{Layout, TaggedImage};
 use crate::progress::Progress;
-use crate::registry::{PushOptions, PushReport};
+use crate::registry::{PushOptions, PushReport, PushRequest};
 use crate::settings::{Settings, Target};
 
 /// Run `push`.
@@ -115,8 +114,16 @@ pub async fn push_tags(
         mount_from: mount_sources(layout, &first, &target.repository),
         ..PushOptions::default()
     };
+    let image = Descriptor::new(first.media_type.clone(), first.digest.clone(), first.size);
     let report = client
-        .push(layout, &first, &target.repository, tags, &opts, progress)
+        .push(PushRequest {
+            source: layout,
+            image: &image,
+            target: &target.repository,
+            tags,
+            options: &opts,
+            progress,
+        })
         .await
         .with_context(|| format!("pushing {} to {}", tags.join(", "), target.repository))?;
     if let Some(f) = digest_file {
@@ -131,16 +138,17 @@ pub async fn push_tags(
 /// layers are mounted instead of uploaded.
 fn mount_sources(layout: &Layout, image: &TaggedImage, target: &RegistryRef) -> Vec<String> {
     let label = || -> Option<String> {
-        let m = parse_manifest(
+        let m = Manifest::parse(
             &image.digest.to_string(),
             &layout.read_blob(&image.digest).ok()?,
         )
         .ok()?;
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&layout.read_blob(&m.config.digest).ok()?).ok()?;
-        cfg.pointer("/config/Labels/org.opencontainers.image.base.name")?
-            .as_str()
-            .map(str::to_owned)
+        let cfg = ConfigFile::parse(
+            &m.config.digest.to_string(),
+            &layout.read_blob(&m.config.digest).ok()?,
+        )
+        .ok()?;
+        cfg.labels().remove("org.opencontainers.image.base.name")
     };
     match label().and_then(|name| name.parse::<RegistryRef>().ok()) {
         Some(base) if base.registry == target.registry && base.repository != target.repository => {

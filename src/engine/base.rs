@@ -5,8 +5,9 @@
 
 use crate::error::{Context as _, Error, OptionContext as _, Result};
 
-use crate::image::manifest::{BlobRef, ManifestInfo, parse_index, parse_manifest, select_platform};
-use crate::image::{Digest, ImageRef, Platform, RegistryRef, config::config_platform, media};
+use crate::image::{
+    ConfigFile, Descriptor, Digest, ImageRef, Index, Manifest, Platform, RegistryRef, media,
+};
 use crate::layout::{Layout, LayoutError};
 use crate::progress::Progress;
 use crate::registry::{Client, RegistryError};
@@ -22,9 +23,9 @@ pub struct BaseImage {
     /// The platform manifest's digest (the `base.digest` label).
     pub manifest_digest: Digest,
     /// The manifest's config and layers.
-    pub manifest: ManifestInfo,
-    /// The config JSON.
-    pub config: Vec<u8>,
+    pub manifest: Manifest,
+    /// The config.
+    pub config: ConfigFile,
     /// The platform the config declares.
     pub platform: Platform,
     /// Where the blobs are.
@@ -33,7 +34,7 @@ pub struct BaseImage {
 
 impl BaseImage {
     /// The base's layers.
-    pub fn layers(&self) -> &[BlobRef] {
+    pub fn layers(&self) -> &[Descriptor] {
         &self.manifest.layers
     }
 }
@@ -178,34 +179,26 @@ fn from_layout(
 ) -> Result<BaseImage> {
     let (manifest_digest, manifest_bytes) = if media::is_index(&media_type) {
         let bytes = layout.read_blob(&digest)?;
-        let entries = parse_index(&digest.to_string(), &bytes)?;
-        let entry = select_platform(&entries, want).map_err(|avail| {
+        let index = Index::parse(&digest.to_string(), &bytes)?;
+        let entry = index.select(want).map_err(|none| {
             Error::input(format!(
                 "the base {name} has no image for {want} (it has: {})",
-                if avail.is_empty() {
-                    "no declared platforms".to_owned()
-                } else {
-                    avail.join(", ")
-                }
+                none.listed()
             ))
         })?;
-        (
-            entry.blob.digest.clone(),
-            layout.read_blob(&entry.blob.digest)?,
-        )
+        (entry.digest.clone(), layout.read_blob(&entry.digest)?)
     } else {
         (digest.clone(), layout.read_blob(&digest)?)
     };
-    let manifest = parse_manifest(&manifest_digest.to_string(), &manifest_bytes)?;
-    let config = layout.read_blob(&manifest.config.digest)?;
-    let cfg: serde_json::Value = serde_json::from_slice(&config)
-        .with_context(|| format!("the base's config {} is not JSON", manifest.config.digest))?;
-    let platform = config_platform(&cfg).or_input({
-        format!(
-            "the base's config {} names no os/architecture",
-            manifest.config.digest
-        )
-    })?;
+    let manifest = Manifest::parse(&manifest_digest.to_string(), &manifest_bytes)?;
+    let config = ConfigFile::parse(
+        &manifest.config.digest.to_string(),
+        &layout.read_blob(&manifest.config.digest)?,
+    )?;
+    let platform = config.platform().or_input(format!(
+        "the base's config {} names no os/architecture",
+        manifest.config.digest
+    ))?;
     for l in &manifest.layers {
         if !layout.has_blob(&l.digest) {
             return Err(LayoutError::MissingBlob {

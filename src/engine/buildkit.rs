@@ -50,13 +50,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
-
 use crate::archive::{self, Imported};
 use crate::cli::BuildkitArgs;
 use crate::engine::direct::BuildOutcome;
-use crate::image::config::{build_manifest, rfc3339_from_epoch};
-use crate::image::manifest::parse_manifest;
+use crate::image::mutate::{self, rfc3339_from_epoch};
+use crate::image::{ConfigFile, Descriptor, Manifest};
 use crate::image::{Digest, media};
 use crate::layout::Layout;
 use crate::progress::{Mode, Progress};
@@ -1251,26 +1249,20 @@ fn finish_labels(
     mut imported: Imported,
     extra: &BTreeMap<String, String>,
 ) -> crate::error::Result<Finished> {
-    let config_bytes = layout.read_blob(&imported.config)?;
-    let mut config: Value = serde_json::from_slice(&config_bytes)?;
-    let workdir = config
-        .pointer("/config/WorkingDir")
-        .and_then(Value::as_str)
+    let config = ConfigFile::parse(
+        &imported.config.to_string(),
+        &layout.read_blob(&imported.config)?,
+    )?;
+    let runtime = config.config.clone().unwrap_or_default();
+    let workdir = runtime
+        .working_dir
+        .clone()
         .filter(|w| !w.is_empty())
-        .unwrap_or("/app")
-        .to_owned();
-    let label = |c: &Value, k: &str| -> Option<String> {
-        c.pointer("/config/Labels")
-            .and_then(|l| l.get(k))
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let mut title = extra.get(TITLE).cloned().or_else(|| label(&config, TITLE));
-    let mut version = extra
-        .get(VERSION)
-        .cloned()
-        .or_else(|| label(&config, VERSION));
+        .unwrap_or_else(|| "/app".to_owned());
+    let labels = config.labels();
+    let label = |k: &str| labels.get(k).filter(|v| !v.is_empty()).cloned();
+    let mut title = extra.get(TITLE).cloned().or_else(|| label(TITLE));
+    let mut version = extra.get(VERSION).cloned().or_else(|| label(VERSION));
     if !media::is_manifest(&imported.media_type) {
         return Ok(Finished {
             imported,
@@ -1285,37 +1277,15 @@ fn finish_labels(
             version = version.or(Some(vsn));
         }
     }
-    let labels = config
-        .as_object_mut()
-        .and_then(|o| {
-            o.entry("config")
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-        })
-        .map(|c| c.entry("Labels").or_insert_with(|| json!({})));
-    let Some(labels) = labels else {
-        return Ok(Finished {
-            imported,
-            title,
-            version,
-            workdir,
-        });
-    };
-    if !labels.is_object() {
-        *labels = json!({});
-    }
-    let labels = labels.as_object_mut().expect("made an object");
-    let before = labels.clone();
+    let mut set: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in [(TITLE, &title), (VERSION, &version)] {
         if let Some(v) = v {
-            labels.insert(k.to_owned(), json!(v));
+            set.insert(k.to_owned(), v.clone());
         }
     }
-    for (k, v) in extra {
-        labels.insert(k.clone(), json!(v));
-    }
-    labels.retain(|k, v| !(k.starts_with("org.opencontainers.image.") && v.as_str() == Some("")));
-    if *labels == before {
+    set.extend(extra.clone());
+    let relabelled = mutate::relabel(&config, &set);
+    if relabelled == config {
         return Ok(Finished {
             imported,
             title,
@@ -1323,29 +1293,24 @@ fn finish_labels(
             workdir,
         });
     }
-    let new_config = serde_json::to_vec(&config)?;
-    let (config_digest, config_size) = layout.write_blob(&new_config)?;
-    let manifest_bytes = layout.read_blob(&imported.digest)?;
-    let manifest = parse_manifest(&imported.digest.to_string(), &manifest_bytes)?;
+    let (config_digest, config_size) = layout.write_blob(&relabelled.to_bytes())?;
+    let manifest = Manifest::parse(
+        &imported.digest.to_string(),
+        &layout.read_blob(&imported.digest)?,
+    )?;
     // The config the engine made: recorded by an earlier pass, else this one.
-    let origin = serde_json::from_slice::<Value>(&manifest_bytes)
-        .ok()
-        .and_then(|m| {
-            m.pointer("/annotations")
-                .and_then(|a| a.get(archive::BUILT_CONFIG_ANNOTATION))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+    let origin = manifest
+        .annotations
+        .get(archive::BUILT_CONFIG_ANNOTATION)
+        .cloned()
         .unwrap_or_else(|| imported.config.to_string());
-    let layers: Vec<(String, Digest, u64)> = manifest
-        .layers
-        .iter()
-        .map(|l| (l.media_type.clone(), l.digest.clone(), l.size))
-        .collect();
-    let annotations: BTreeMap<String, String> =
-        [(archive::BUILT_CONFIG_ANNOTATION.to_owned(), origin)].into();
-    let bytes = build_manifest((&config_digest, config_size), &layers, &annotations);
-    let (digest, size) = layout.write_blob(&bytes)?;
+    let mut new = mutate::manifest(
+        Descriptor::new(media::OCI_CONFIG, config_digest.clone(), config_size),
+        &manifest.layers,
+    );
+    new.annotations
+        .insert(archive::BUILT_CONFIG_ANNOTATION.to_owned(), origin);
+    let (digest, size) = layout.write_blob(&new.to_bytes())?;
     imported.digest = digest;
     imported.size = size;
     imported.config = config_digest;
@@ -1365,7 +1330,7 @@ fn release_in_image(
     imported: &Imported,
     workdir: &str,
 ) -> crate::error::Result<Option<(String, String)>> {
-    let m = parse_manifest(
+    let m = Manifest::parse(
         &imported.digest.to_string(),
         &layout.read_blob(&imported.digest)?,
     )?;

@@ -12,14 +12,10 @@ use crate::error::{Context as _, Result};
 
 use crate::cache::Memo;
 use crate::engine::base::BaseImage;
-use crate::image::config::{
-    AppendedLayer, ConfigSpec, build_manifest, derive_config, oci_layer_media_type,
-    rfc3339_from_epoch,
-};
+use crate::image::mutate::{self, AppendedLayer, ConfigSpec, rfc3339_from_epoch};
 use crate::vcs::Vcs;
 
-use crate::image::manifest::BlobRef;
-use crate::image::{Digest, Platform, media};
+use crate::image::{Descriptor, Digest, Platform, media};
 use crate::layer::{self, LayerOptions, LayerStats, PlannedLayer};
 use crate::layout::Layout;
 use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
@@ -207,26 +203,23 @@ impl DirectBuild<'_> {
             labels,
             layers: appended,
         };
-        let config = derive_config(&base.config, &spec)
-            .context("deriving the image config from the base's")?;
+        let config = mutate::append(&base.config, &spec).to_bytes();
         let (config_digest, config_size) = self.layout.write_blob(&config)?;
-        let layers: Vec<(String, Digest, u64)> = base
+        let layers: Vec<Descriptor> = base
             .layers()
             .iter()
-            .map(|l| {
-                (
-                    oci_layer_media_type(&l.media_type),
-                    l.digest.clone(),
-                    l.size,
-                )
-            })
+            .cloned()
             .chain(
                 outcomes[base.layers().len()..]
                     .iter()
-                    .map(|o| (media::OCI_LAYER_GZIP.to_owned(), o.digest.clone(), o.size)),
+                    .map(|o| Descriptor::new(media::OCI_LAYER_GZIP, o.digest.clone(), o.size)),
             )
             .collect();
-        let manifest = build_manifest((&config_digest, config_size), &layers, &BTreeMap::new());
+        let manifest = mutate::manifest(
+            Descriptor::new(media::OCI_CONFIG, config_digest.clone(), config_size),
+            &layers,
+        )
+        .to_bytes();
         let (digest, size) = self.layout.write_blob(&manifest)?;
         self.layout
             .set_tags(media::OCI_MANIFEST, &digest, self.tags)?;
@@ -254,8 +247,8 @@ impl DirectBuild<'_> {
         planned: &PlannedLayer,
         fp: &Digest,
         opts: &LayerOptions,
-        known: &HashMap<Digest, BlobRef>,
-    ) -> Result<(LayerStats, BlobRef, bool)> {
+        known: &HashMap<Digest, Descriptor>,
+    ) -> Result<(LayerStats, Descriptor, bool)> {
         let stats = match self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)) {
             Some(st) => Some(st),
             None if known.is_empty() => None,
@@ -291,11 +284,7 @@ impl DirectBuild<'_> {
         task.finish("done");
         Ok((
             written,
-            BlobRef {
-                media_type: media::OCI_LAYER_GZIP.to_owned(),
-                digest,
-                size,
-            },
+            Descriptor::new(media::OCI_LAYER_GZIP, digest, size),
             false,
         ))
     }

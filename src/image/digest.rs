@@ -51,24 +51,6 @@ impl Digest {
     pub fn short(&self) -> &str {
         &self.hex[..12]
     }
-
-    /// As an oci-spec digest.
-    pub fn to_oci(&self) -> oci_spec::image::Digest {
-        oci_spec::image::Digest::from_str(&self.to_string()).expect("a valid sha256 digest")
-    }
-
-    /// From an oci-spec digest. Non-sha256 algorithms become an all-zero digest
-    /// that matches nothing; use [`Digest::try_from_oci`] to reject them.
-    pub fn from_oci(d: &oci_spec::image::Digest) -> Digest {
-        Self::try_from_oci(d).unwrap_or(Digest {
-            hex: "0".repeat(64),
-        })
-    }
-
-    /// From an oci-spec digest, refusing algorithms other than sha256.
-    pub fn try_from_oci(d: &oci_spec::image::Digest) -> Result<Digest, DigestParseError> {
-        d.to_string().parse()
-    }
 }
 
 impl FromStr for Digest {

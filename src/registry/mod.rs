@@ -46,7 +46,7 @@ use crate::layout::LayoutError;
 use crate::progress::Task;
 
 pub use pull::Pulled;
-pub use push::{BlobHow, BlobOutcome, ChunkHook, PushOptions, PushReport};
+pub use push::{BlobHow, BlobOutcome, ChunkHook, PushOptions, PushReport, PushRequest};
 pub use token::{Flavor, Scope};
 
 /// 1 MiB: the smallest chunk size that may be configured. Below it a push
@@ -427,11 +427,11 @@ pub enum RegistryError {
         /// The chunk size refused.
         chunk: u64,
     },
-    /// The image in the layout cannot be pushed as it is.
-    #[error("image {digest} in {path}: {reason}")]
+    /// The image in its source cannot be pushed as it is.
+    #[error("image {digest} in {source_name}: {reason}")]
     BadImage {
-        /// The layout directory.
-        path: PathBuf,
+        /// Where it is (`the layout _build/image`).
+        source_name: String,
         /// The manifest or blob.
         digest: Digest,
         /// What is wrong.
@@ -520,6 +520,8 @@ pub struct FetchedManifest {
     pub media_type: String,
     /// sha256 of `bytes`.
     pub digest: Digest,
+    /// The document, parsed.
+    pub doc: crate::image::ImageDoc,
 }
 
 /// A registry client. Cheap to clone; clones share connections, tokens and

@@ -8,7 +8,6 @@ use std::io::Write;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 use super::token::{AuthCtx, Scope};
 use super::{
@@ -16,7 +15,7 @@ use super::{
     header_str, read_error_body, read_limited, retry,
 };
 use crate::image::reference::RegistryRef;
-use crate::image::{Digest, Platform, media};
+use crate::image::{ConfigFile, Descriptor, Digest, ImageDoc, Platform, media};
 use crate::layout::{BlobWriter, Layout, LayoutError};
 use crate::progress::Progress;
 
@@ -39,62 +38,6 @@ pub struct Pulled {
     pub blobs_fetched: usize,
     /// Bytes downloaded.
     pub bytes_fetched: u64,
-}
-
-/// A blob a manifest names.
-#[derive(Clone, Debug)]
-pub(crate) struct BlobDesc {
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-}
-
-/// Parse a manifest's config and layers.
-pub(crate) fn manifest_blobs(
-    bytes: &[u8],
-    what: &str,
-) -> std::result::Result<Vec<BlobDesc>, String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("{what} is not JSON: {e}"))?;
-    let mut out = Vec::new();
-    let config = v
-        .get("config")
-        .ok_or_else(|| format!("{what} has no config"))?;
-    out.push(descriptor(config, media::OCI_CONFIG, what)?);
-    for l in v
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{what} has no layers array"))?
-    {
-        out.push(descriptor(l, media::OCI_LAYER_GZIP, what)?);
-    }
-    Ok(out)
-}
-
-pub(crate) fn descriptor(
-    d: &Value,
-    default_mt: &str,
-    what: &str,
-) -> std::result::Result<BlobDesc, String> {
-    let digest = d
-        .get("digest")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("a descriptor in {what} has no digest"))?
-        .parse::<Digest>()
-        .map_err(|e| format!("{what}: {e}"))?;
-    let size = d
-        .get("size")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| format!("descriptor {digest} in {what} has no size"))?;
-    let media_type = d
-        .get("mediaType")
-        .and_then(Value::as_str)
-        .unwrap_or(default_mt)
-        .to_owned();
-    Ok(BlobDesc {
-        digest,
-        size,
-        media_type,
-    })
 }
 
 impl Client {
@@ -146,30 +89,23 @@ impl Client {
                     status: status.as_u16(),
                     reason,
                 })?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
-            url: req.redacted(),
-            status: status.as_u16(),
-            reason: format!(
-                "the manifest is not JSON ({e}); the body starts with {:?}",
-                super::snippet(&bytes[..bytes.len().min(80)])
-            ),
-        })?;
-        let media_type = if media::is_index(&content_type) || media::is_manifest(&content_type) {
-            content_type
-        } else {
-            match v.get("mediaType").and_then(Value::as_str) {
-                Some(m) => m.to_owned(),
-                // An OCI manifest may omit mediaType; tell it by its fields.
-                None if v.get("manifests").is_some() => media::OCI_INDEX.to_owned(),
-                None if v.get("config").is_some() => media::OCI_MANIFEST.to_owned(),
-                None => {
-                    return Err(RegistryError::Protocol {
-                        url: req.redacted(),
-                        status: status.as_u16(),
-                        reason: format!("unknown manifest type `{content_type}`"),
-                    });
-                }
+        let declared = (media::is_index(&content_type) || media::is_manifest(&content_type))
+            .then_some(content_type.as_str());
+        let doc = ImageDoc::parse(&format!("manifest {r}"), declared, &bytes).map_err(|e| {
+            RegistryError::Protocol {
+                url: req.redacted(),
+                status: status.as_u16(),
+                reason: format!(
+                    "{}; the body starts with {:?}",
+                    e.reason,
+                    super::snippet(&bytes[..bytes.len().min(80)])
+                ),
             }
+        })?;
+        let media_type = match (&doc, declared) {
+            (_, Some(mt)) => mt.to_owned(),
+            (ImageDoc::Manifest(m), None) => m.media_type().to_owned(),
+            (ImageDoc::Index(i), None) => i.media_type().to_owned(),
         };
         let digest = Digest::of(&bytes);
         if let Some(expected) = &r.digest {
@@ -193,6 +129,7 @@ impl Client {
             bytes,
             media_type,
             digest,
+            doc,
         })
     }
 
@@ -214,37 +151,32 @@ impl Client {
         };
         self.authorize(&ctx).await?;
         let top = self.fetch_manifest_in(r, &ctx).await?;
-        let (manifest, index_digest) = if media::is_index(&top.media_type) {
-            let chosen = choose_platform(&top.bytes, platform).map_err(|available| {
-                RegistryError::PlatformNotFound {
-                    reference: r.to_string(),
-                    wanted: platform.to_string(),
-                    available,
-                }
-            })?;
-            let m = self
-                .fetch_manifest_in(&r.with_digest(chosen.clone()), &ctx)
-                .await?;
-            (m, Some(top.digest.clone()))
-        } else {
-            (top, None)
+        let (manifest, index_digest) = match &top.doc {
+            ImageDoc::Index(index) => {
+                let chosen =
+                    index
+                        .select(platform)
+                        .map_err(|none| RegistryError::PlatformNotFound {
+                            reference: r.to_string(),
+                            wanted: platform.to_string(),
+                            available: none.listed(),
+                        })?;
+                let m = self
+                    .fetch_manifest_in(&r.with_digest(chosen.digest.clone()), &ctx)
+                    .await?;
+                (m, Some(top.digest.clone()))
+            }
+            ImageDoc::Manifest(_) => (top, None),
         };
-        if !media::is_manifest(&manifest.media_type) {
+        let ImageDoc::Manifest(m) = &manifest.doc else {
             return Err(RegistryError::Protocol {
                 url: Redacted(r.to_string()),
                 status: 200,
                 reason: format!("expected an image manifest, got `{}`", manifest.media_type),
             });
-        }
-        let what = format!("manifest {}", manifest.digest);
-        let blobs =
-            manifest_blobs(&manifest.bytes, &what).map_err(|reason| RegistryError::Protocol {
-                url: Redacted(r.with_digest(manifest.digest.clone()).to_string()),
-                status: 200,
-                reason,
-            })?;
-        let config_desc = blobs[0].clone();
-        let missing = |b: &BlobDesc| -> Result<bool> {
+        };
+        let config_desc = m.config.clone();
+        let missing = |b: &Descriptor| -> Result<bool> {
             Ok(!(layout.has_blob(&b.digest) && layout.blob_size(&b.digest)? == b.size))
         };
         let mut blobs_fetched = 0;
@@ -258,16 +190,17 @@ impl Client {
         }
         let config = layout.read_blob(&config_desc.digest)?;
         if index_digest.is_none() {
-            let cfg: Value =
-                serde_json::from_slice(&config).map_err(|e| RegistryError::Protocol {
+            let cfg = ConfigFile::parse(&config_desc.digest.to_string(), &config).map_err(|e| {
+                RegistryError::Protocol {
                     url: Redacted(format!(
                         "{}/{}@{}",
                         r.registry, r.repository, config_desc.digest
                     )),
                     status: 200,
-                    reason: format!("the image config is not JSON: {e}"),
-                })?;
-            if let Some(p) = crate::image::config::config_platform(&cfg) {
+                    reason: e.to_string(),
+                }
+            })?;
+            if let Some(p) = cfg.platform() {
                 if !p.satisfies(platform) {
                     return Err(RegistryError::PlatformNotFound {
                         reference: r.to_string(),
@@ -277,8 +210,8 @@ impl Client {
                 }
             }
         }
-        let mut todo: Vec<BlobDesc> = Vec::new();
-        for b in &blobs[1..] {
+        let mut todo: Vec<Descriptor> = Vec::new();
+        for b in &m.layers {
             if missing(b)? && !todo.iter().any(|t| t.digest == b.digest) {
                 todo.push(b.clone());
             }
@@ -312,7 +245,7 @@ impl Client {
         &self,
         r: &RegistryRef,
         ctx: &AuthCtx,
-        b: &BlobDesc,
+        b: &Descriptor,
         layout: &Layout,
         progress: &Progress,
     ) -> Result<()> {
@@ -398,7 +331,7 @@ impl Client {
         &self,
         mut resp: reqwest::Response,
         w: &mut BlobWriter,
-        b: &BlobDesc,
+        b: &Descriptor,
         req: &Req,
         task: &crate::progress::Task,
     ) -> std::result::Result<(), StreamError> {
@@ -442,48 +375,6 @@ enum StreamError {
     Transient(String),
 }
 
-/// The digest of the index entry for `wanted`, or the list of platforms the
-/// index has.
-fn choose_platform(index: &[u8], wanted: &Platform) -> std::result::Result<Digest, String> {
-    let v: Value = serde_json::from_slice(index).map_err(|e| format!("(unreadable index: {e})"))?;
-    let mut available = Vec::new();
-    for m in v
-        .get("manifests")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(p) = m.get("platform") else { continue };
-        let plat = Platform {
-            os: p.get("os").and_then(Value::as_str).unwrap_or("").to_owned(),
-            architecture: p
-                .get("architecture")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned(),
-            variant: p.get("variant").and_then(Value::as_str).map(str::to_owned),
-        };
-        if plat.os == "unknown" {
-            continue; // attestation manifests
-        }
-        if plat.satisfies(wanted) {
-            if let Some(d) = m
-                .get("digest")
-                .and_then(Value::as_str)
-                .and_then(|d| d.parse().ok())
-            {
-                return Ok(d);
-            }
-        }
-        available.push(plat.to_string());
-    }
-    Err(if available.is_empty() {
-        "none".into()
-    } else {
-        available.join(", ")
-    })
-}
-
 /// A 4xx that is the registry speaking (JSON errors) becomes `Rejected`;
 /// anything else (HTML, a 200-range surprise) is a protocol error.
 pub(crate) fn rejected_or_protocol(
@@ -505,30 +396,5 @@ pub(crate) fn rejected_or_protocol(
             status: body.status,
             reason: format!("while fetching {what}: {body}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_index_resolves_to_the_platform_or_lists_what_it_has() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
-        let index = serde_json::json!({"manifests": [
-            {"digest": a, "platform": {"os": "linux", "architecture": "amd64"}},
-            {"digest": b, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-            {"digest": a, "platform": {"os": "unknown", "architecture": "unknown"}},
-        ]});
-        let bytes = serde_json::to_vec(&index).unwrap();
-        assert_eq!(
-            choose_platform(&bytes, &"linux/arm64".parse().unwrap())
-                .unwrap()
-                .to_string(),
-            b
-        );
-        let e = choose_platform(&bytes, &"linux/s390x".parse().unwrap()).unwrap_err();
-        assert_eq!(e, "linux/amd64, linux/arm64/v8");
     }
 }

@@ -20,18 +20,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode};
-use serde_json::Value;
 use url::Url;
 
-use super::pull::{BlobDesc, descriptor, manifest_blobs, rejected_or_protocol};
+use super::pull::rejected_or_protocol;
 use super::token::{AuthCtx, Scope};
 use super::{
     Client, ErrorBody, RegistryError, Req, ReqBody, Result, Sent, header_str, read_error_body,
     retry,
 };
 use crate::image::reference::RegistryRef;
-use crate::image::{Digest, media};
-use crate::layout::{Layout, TaggedImage};
+use crate::image::source::BlobSource;
+use crate::image::{Descriptor, Digest, ImageDoc, media};
 use crate::progress::{Progress, Task, human_bytes};
 
 /// Called with a blob's digest and the offset the registry confirmed,
@@ -115,32 +114,48 @@ impl PushReport {
     }
 }
 
+/// One push: which image, from where, to where, under which tags.
+pub struct PushRequest<'a> {
+    /// Where the image's blobs are (the layout).
+    pub source: &'a dyn BlobSource,
+    /// The manifest or index to push.
+    pub image: &'a Descriptor,
+    /// The repository.
+    pub target: &'a RegistryRef,
+    /// The tags to set (at least one).
+    pub tags: &'a [String],
+    /// Mounts and hooks.
+    pub options: &'a PushOptions,
+    /// Progress display.
+    pub progress: &'a Progress,
+}
+
 /// What a push sends, children before parents.
 struct Plan {
-    blobs: Vec<BlobDesc>,
+    blobs: Vec<Descriptor>,
     /// Child manifests of an index, pushed by digest before the top one.
     children: Vec<(Digest, String, Vec<u8>)>,
     top: Vec<u8>,
 }
 
 impl Client {
-    /// Push the image `manifest` (a manifest or an index, stored in
-    /// `layout`) to the repository `target` under each of `tags` (at least
-    /// one). Blobs the registry has are not sent again; the manifest goes
-    /// last, after every blob is confirmed.
-    pub async fn push(
-        &self,
-        layout: &Layout,
-        manifest: &TaggedImage,
-        target: &RegistryRef,
-        tags: &[String],
-        opts: &PushOptions,
-        progress: &Progress,
-    ) -> Result<PushReport> {
+    /// Push an image (a manifest or an index, with every blob it reaches, from
+    /// its source) to a repository under each of its tags (at least one).
+    /// Blobs the registry has are not sent again; the manifest goes last,
+    /// after every blob is confirmed.
+    pub async fn push(&self, req: PushRequest<'_>) -> Result<PushReport> {
+        let PushRequest {
+            source,
+            image: manifest,
+            target,
+            tags,
+            options: opts,
+            progress,
+        } = req;
         if tags.is_empty() {
             return Err(RegistryError::Usage("push needs at least one tag".into()));
         }
-        let plan = plan(layout, manifest)?;
+        let plan = plan(source, manifest)?;
         let mount_from: Vec<String> = opts
             .mount_from
             .iter()
@@ -169,7 +184,7 @@ impl Client {
                 let mount_from = &mount_from;
                 async move {
                     let how = self
-                        .push_blob(layout, target, ctx, b, mount_from, opts, progress)
+                        .push_blob(source, target, ctx, b, mount_from, opts, progress)
                         .await?;
                     Ok::<_, RegistryError>((
                         i,
@@ -264,10 +279,10 @@ impl Client {
     #[allow(clippy::too_many_arguments)]
     async fn push_blob(
         &self,
-        layout: &Layout,
+        source: &dyn BlobSource,
         target: &RegistryRef,
         ctx: &AuthCtx,
-        b: &BlobDesc,
+        b: &Descriptor,
         mount_from: &[String],
         opts: &PushOptions,
         progress: &Progress,
@@ -276,7 +291,13 @@ impl Client {
             tracing::debug!(digest = %b.digest, "blob exists");
             return Ok(BlobHow::Existed);
         }
-        let path = layout.blob_path(&b.digest);
+        let (path, _) = source
+            .blob_file(&b.digest)
+            .map_err(|e| RegistryError::BadImage {
+                source_name: source.name(),
+                digest: b.digest.clone(),
+                reason: e.to_string(),
+            })?;
         let mut requests = 0u32;
         let mut session = None;
         for (i, from) in mount_from.iter().enumerate() {
@@ -313,7 +334,12 @@ impl Client {
         Ok(how)
     }
 
-    async fn blob_exists(&self, target: &RegistryRef, ctx: &AuthCtx, b: &BlobDesc) -> Result<bool> {
+    async fn blob_exists(
+        &self,
+        target: &RegistryRef,
+        ctx: &AuthCtx,
+        b: &Descriptor,
+    ) -> Result<bool> {
         let url = self.api_url(
             &target.registry,
             &format!("{}/blobs/{}", target.repository, b.digest),
@@ -363,7 +389,7 @@ impl Client {
         &self,
         target: &RegistryRef,
         ctx: &AuthCtx,
-        b: &BlobDesc,
+        b: &Descriptor,
         from: Option<&str>,
     ) -> Result<Start> {
         let mut url = self.api_url(
@@ -443,7 +469,7 @@ struct Upload<'a> {
     client: &'a Client,
     target: &'a RegistryRef,
     ctx: &'a AuthCtx,
-    blob: &'a BlobDesc,
+    blob: &'a Descriptor,
     path: std::path::PathBuf,
     task: Task,
     on_chunk: Option<ChunkHook>,
@@ -996,64 +1022,63 @@ fn check_forgejo_tags(repository: &str, tags: &[String], progress: &Progress) ->
 }
 
 /// What to send for `manifest`: its blobs (deduplicated, sizes checked
-/// against the layout) and, for an index, its child manifests.
-fn plan(layout: &Layout, manifest: &TaggedImage) -> Result<Plan> {
-    let top = layout.read_blob(&manifest.digest)?;
+/// against the source) and, for an index, its child manifests.
+fn plan(source: &dyn BlobSource, manifest: &Descriptor) -> Result<Plan> {
     let bad = |digest: &Digest, reason: String| RegistryError::BadImage {
-        path: layout.root().to_owned(),
+        source_name: source.name(),
         digest: digest.clone(),
         reason,
     };
-    let mut blobs: Vec<BlobDesc> = Vec::new();
+    let read = |d: &Digest| source.read_blob(d).map_err(|e| bad(d, e.to_string()));
+    let top = read(&manifest.digest)?;
+    let doc = ImageDoc::parse(
+        &format!("manifest {}", manifest.digest),
+        Some(&manifest.media_type),
+        &top,
+    )
+    .map_err(|e| bad(&manifest.digest, e.reason))?;
+    let mut blobs: Vec<Descriptor> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut children = Vec::new();
-    let mut add_manifest = |bytes: &[u8],
-                            digest: &Digest,
-                            blobs: &mut Vec<BlobDesc>|
-     -> Result<()> {
-        for b in manifest_blobs(bytes, &format!("manifest {digest}")).map_err(|r| bad(digest, r))? {
+    let mut add = |doc: &ImageDoc, blobs: &mut Vec<Descriptor>| -> Result<()> {
+        for b in doc.children() {
             if !seen.insert(b.digest.clone()) {
                 continue;
             }
-            let have = layout.blob_size(&b.digest)?;
+            let (_, have) = source
+                .blob_file(&b.digest)
+                .map_err(|e| bad(&b.digest, e.to_string()))?;
             if have != b.size {
                 return Err(bad(
                     &b.digest,
                     format!("the blob is {have} bytes, its descriptor says {}", b.size),
                 ));
             }
-            blobs.push(b);
+            blobs.push(b.clone());
         }
         Ok(())
     };
-    if media::is_index(&manifest.media_type) {
-        let v: Value = serde_json::from_slice(&top)
-            .map_err(|e| bad(&manifest.digest, format!("the index is not JSON: {e}")))?;
-        for m in v
-            .get("manifests")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let d = descriptor(m, media::OCI_MANIFEST, "the index")
-                .map_err(|r| bad(&manifest.digest, r))?;
-            if !media::is_manifest(&d.media_type) {
-                return Err(bad(
-                    &d.digest,
-                    format!("nested `{}` in an index is not supported", d.media_type),
-                ));
+    match &doc {
+        ImageDoc::Index(index) => {
+            for d in &index.manifests {
+                if !media::is_manifest(&d.media_type) {
+                    return Err(bad(
+                        &d.digest,
+                        format!("nested `{}` in an index is not supported", d.media_type),
+                    ));
+                }
+                let bytes = read(&d.digest)?;
+                let child = ImageDoc::parse(
+                    &format!("manifest {}", d.digest),
+                    Some(&d.media_type),
+                    &bytes,
+                )
+                .map_err(|e| bad(&d.digest, e.reason))?;
+                add(&child, &mut blobs)?;
+                children.push((d.digest.clone(), d.media_type.clone(), bytes));
             }
-            let bytes = layout.read_blob(&d.digest)?;
-            add_manifest(&bytes, &d.digest, &mut blobs)?;
-            children.push((d.digest, d.media_type, bytes));
         }
-    } else if media::is_manifest(&manifest.media_type) {
-        add_manifest(&top, &manifest.digest, &mut blobs)?;
-    } else {
-        return Err(bad(
-            &manifest.digest,
-            format!("`{}` is not a manifest or index", manifest.media_type),
-        ));
+        ImageDoc::Manifest(_) => add(&doc, &mut blobs)?,
     }
     Ok(Plan {
         blobs,

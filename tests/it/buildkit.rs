@@ -5,10 +5,6 @@
 //!
 //! These tests need root, `docker.io`, `debootstrap` (for the builder image,
 //! cached), `umoci`, `skopeo`, `runc`, `curl`, and fail (not skip) without them.
-// Tests run tools directly; the secret-stripping wrapper is for the product.
-#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,7 +24,7 @@ use guildhall_image::layout::Layout;
 use guildhall_image::progress::Progress;
 use guildhall_image::settings::{ConfigFile, Settings};
 
-use common::{Registry, Running, bin, http_get, json, root};
+use crate::support::{Mode, Registry, Running, bin, http_get, json, root};
 
 const DOCKER: &str = "/usr/bin/docker";
 
@@ -708,7 +704,7 @@ fn importing_a_layer_eight_times_bigger_takes_no_more_memory() {
 fn build_engine_buildkit_push_through_the_binary_publishes_an_image_that_runs() {
     let e = engine();
     let _docker = lock_docker();
-    let reg = Registry::start("anonymous", &[]);
+    let reg = Registry::start(Mode::Anonymous);
     let tmp = tempfile::tempdir().expect("tempdir");
     let project = fixture_project(tmp.path());
     let target = format!("{}/guildhall/bk", reg.host);

@@ -1,154 +1,14 @@
-//! Real components for the credential and workflow tests: registries
-//! (`tests/support/registry.sh`), a private D-Bus session with
-//! gnome-keyring-daemon, keyutils clean-up, a tiny OCI layout to push, and
-//! the binary run with an environment the test controls completely.
-#![allow(dead_code)]
+//! The OS keyring for real, headless: a private D-Bus session with
+//! gnome-keyring-daemon's Secret Service, the kernel's keyutils user keyring,
+//! and the binary run in an environment the test owns completely.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use sha2::{Digest as _, Sha256};
-
-/// The repository root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The binary under test.
-pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_guildhall-image"))
-}
-
-fn kv(s: &str) -> HashMap<String, String> {
-    s.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-/// A real `docker-registry` on loopback (stopped on drop).
-pub struct Registry {
-    /// Its directory (config, data, logs, token.log).
-    pub dir: tempfile::TempDir,
-    /// `127.0.0.1:PORT`.
-    pub host: String,
-    /// What registry.sh printed.
-    pub info: HashMap<String, String>,
-    /// The user it accepts.
-    pub user: String,
-    /// The password it accepts.
-    pub password: String,
-}
-
-impl Registry {
-    /// `mode`: anonymous, basic or token. Credentials are random per registry.
-    pub fn start(mode: &str, extra: &[&str]) -> Registry {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let user = format!("user{}", rand::random::<u32>());
-        let password = format!("pw-{:016x}-secret", rand::random::<u64>());
-        let pid = std::process::id().to_string();
-        let d = dir.path().to_str().expect("utf-8").to_owned();
-        let mut args = vec![
-            "start",
-            "--dir",
-            &d,
-            "--mode",
-            mode,
-            "--watch-pid",
-            &pid,
-            "--user",
-            &user,
-            "--password",
-            &password,
-        ];
-        args.extend_from_slice(extra);
-        let out = Command::new("bash")
-            .arg(root().join("tests/support/registry.sh"))
-            .args(&args)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("registry.sh");
-        assert!(
-            out.status.success(),
-            "registry.sh start failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let info = kv(&String::from_utf8_lossy(&out.stdout));
-        let host = info["HOST"].clone();
-        Registry {
-            dir,
-            host,
-            info,
-            user,
-            password,
-        }
-    }
-
-    /// The token server's request log (token mode), one JSON value per line.
-    pub fn token_log(&self) -> Vec<serde_json::Value> {
-        let p = self.dir.path().join("token.log");
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// The digest the registry has for `repo:tag` (asked with our credentials).
-    pub fn manifest_digest(&self, repo: &str, tag: &str) -> Option<String> {
-        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.host);
-        let accept = "application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,\
-                      application/vnd.docker.distribution.manifest.v2+json";
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-I", "-H", &format!("Accept: {accept}")]);
-        if self.info.get("MODE").map(String::as_str) == Some("token") {
-            let token_url = format!(
-                "{}?service=test_registry&scope=repository:{repo}:pull",
-                self.info["TOKEN_URL"]
-            );
-            let out = Command::new("curl")
-                .args([
-                    "-sS",
-                    "-u",
-                    &format!("{}:{}", self.user, self.password),
-                    &token_url,
-                ])
-                .output()
-                .expect("curl");
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            cmd.args([
-                "-H",
-                &format!("Authorization: Bearer {}", v["token"].as_str()?),
-            ]);
-        } else {
-            cmd.args(["-u", &format!("{}:{}", self.user, self.password)]);
-        }
-        let out = cmd.arg(&url).output().expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !text.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("docker-content-digest")
-                .then(|| v.trim().to_owned())
-        })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(root().join("tests/support/registry.sh"))
-            .args([
-                "stop",
-                "--dir",
-                self.dir.path().to_str().unwrap_or_default(),
-            ])
-            .output();
-    }
+fn bin() -> PathBuf {
+    super::bin_path()
 }
 
 /// A private D-Bus session bus with gnome-keyring-daemon's Secret Service on
@@ -159,8 +19,6 @@ pub struct SecretService {
     pub address: String,
     dbus_pid: i32,
     keyring: std::process::Child,
-    /// HOME / XDG dirs of the session (the keyring files live here).
-    pub home: PathBuf,
 }
 
 impl SecretService {
@@ -212,7 +70,6 @@ impl SecretService {
             address,
             dbus_pid,
             keyring,
-            home: home.to_owned(),
         };
         // Wait until the service answers on the bus and its collection
         // takes items: on a loaded machine that took more than 10 s, so the
@@ -494,69 +351,6 @@ impl Env {
             assert!(!o.contains(secret), "a secret was printed:\n{o}");
         }
     }
-}
-
-/// A tiny one-layer OCI image layout tagged `tag` (for push tests that need
-/// no build): returns its directory.
-pub fn tiny_layout(dir: &Path, tag: &str, content: &str) -> PathBuf {
-    let layout = dir.join("layout");
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let d = hex::encode(Sha256::digest(bytes));
-        std::fs::write(blobs.join(&d), bytes).unwrap();
-        (format!("sha256:{d}"), bytes.len())
-    };
-    // A gzip'd tar with one file.
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_cksum();
-    tar.append_data(&mut h, "hello.txt", content.as_bytes())
-        .unwrap();
-    let tar = tar.into_inner().unwrap();
-    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    let layer = gz.finish().unwrap();
-    let (layer_digest, layer_size) = put(&layer);
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": "tests"}]
-    });
-    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]
-    });
-    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-            "platform": {"architecture": "amd64", "os": "linux"}
-        }]
-    });
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    layout
 }
 
 /// Write an executable script.

@@ -1,22 +1,68 @@
-//! Shared helpers of the integration tests: the real components (registry,
-//! fixture release, base layouts, runc) through `tests/support` and
-//! `fixtures` scripts, and the binary under test.
-#![allow(dead_code)]
+//! The one harness of the integration tests: the repository's scripts
+//! (`fixtures/`, `tests/support/*.sh`) run for real components, the binary
+//! under test with a private cache, and small helpers every test module
+//! shares. Doubles, for what no real server does on cue, are in their own
+//! files and named as such.
+
+pub mod faulty_registry;
+pub mod forgejo_registry;
+pub mod images;
+pub mod keyring;
+pub mod registry;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+pub use images::*;
+pub use registry::*;
+
+/// The default user of the real registries (`tests/support/registry.sh`).
+pub const USER: &str = "testuser";
+/// Its password.
+pub const PASSWORD: &str = "testpass";
+/// 1 MiB.
+pub const MIB: u64 = 1024 * 1024;
 
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn run_script(script: &str, args: &[&str]) -> String {
-    run_script_env(script, args, &[])
+/// Fail (never skip) when a tool the test needs is missing.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} || test -x /usr/sbin/{tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is not installed; this test needs it (apt-get install {package})"
+    );
 }
 
-fn run_script_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+/// Run a future with a deadline: a test must never hang.
+pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} took more than {secs} s"),
+    }
+}
+
+/// `KEY=VALUE` lines (what every `tests/support` script prints).
+pub fn parse_kv(s: &str) -> HashMap<String, String> {
+    s.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Run a repository script with `bash`, insisting on success; its stdout.
+pub fn run_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("bash")
         .arg(root().join(script))
         .args(args)
@@ -33,10 +79,14 @@ fn run_script_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// The last line a script printed, as a path.
+fn last_path(out: &str) -> PathBuf {
+    PathBuf::from(out.lines().last().expect("a path").trim())
+}
+
 /// A fixture release work dir (holds `_build/prod/rel/guildhall` and the tarball).
 pub fn fixture_release(args: &[&str]) -> PathBuf {
-    let out = run_script("fixtures/build-release.sh", args);
-    PathBuf::from(out.lines().last().expect("a path").trim())
+    last_path(&run_script("fixtures/build-release.sh", args, &[]))
 }
 
 /// The release directory of a fixture build.
@@ -46,69 +96,16 @@ pub fn release_dir(args: &[&str]) -> PathBuf {
 
 /// The cached base OCI layout (tags `bare`, `runner`).
 pub fn base_layout() -> PathBuf {
-    let out = run_script("fixtures/make-base-layout.sh", &[]);
-    PathBuf::from(out.lines().last().expect("a path").trim())
+    last_path(&run_script("fixtures/make-base-layout.sh", &[], &[]))
 }
 
-/// `KEY=VALUE` lines.
-fn parse_kv(s: &str) -> HashMap<String, String> {
-    s.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-/// A real `docker-registry` process on loopback, stopped on drop.
-pub struct Registry {
-    /// Its data/config dir.
-    pub dir: tempfile::TempDir,
-    /// `127.0.0.1:PORT`.
-    pub host: String,
-    /// What registry.sh printed.
-    pub info: HashMap<String, String>,
-}
-
-impl Registry {
-    /// Start one: `mode` is anonymous, basic or token; extra args are passed on.
-    pub fn start(mode: &str, extra: &[&str]) -> Registry {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pid = std::process::id().to_string();
-        let d = dir.path().to_str().expect("utf-8").to_owned();
-        let mut args = vec!["start", "--dir", &d, "--mode", mode, "--watch-pid", &pid];
-        args.extend_from_slice(extra);
-        let info = parse_kv(&run_script("tests/support/registry.sh", &args));
-        let host = info.get("HOST").cloned().expect("HOST=");
-        Registry { dir, host, info }
-    }
-
-    /// Copy an OCI layout image into this registry with skopeo.
-    pub fn seed(&self, src: &str, repo_tag: &str, creds: Option<&str>) {
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        if let Some(c) = creds {
-            cmd.args(["--dest-creds", c]);
-        }
-        let out = cmd
-            .arg(src)
-            .arg(format!("docker://{}/{repo_tag}", self.host))
-            .output()
-            .expect("skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let d = self.dir.path().to_str().unwrap_or_default().to_owned();
-        let _ = Command::new("bash")
-            .arg(root().join("tests/support/registry.sh"))
-            .args(["stop", "--dir", &d])
-            .output();
-    }
+/// The test cache (`GUILDHALL_IMAGE_TEST_CACHE`, else `~/.cache/guildhall-image-tests`).
+pub fn test_cache() -> PathBuf {
+    std::env::var("GUILDHALL_IMAGE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/guildhall-image-tests")
+        })
 }
 
 /// A docker config dir whose `auths` holds `user:pass` for `host`.
@@ -124,9 +121,14 @@ pub fn docker_config(host: &str, user: &str, pass: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The binary under test.
+pub fn bin_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_guildhall-image"))
+}
+
 /// The binary under test, with a private cache and no stray credentials.
 pub fn bin(cache: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_guildhall-image"));
+    let mut c = Command::new(bin_path());
     c.env("GUILDHALL_IMAGE_CACHE", cache)
         .env("DOCKER_CONFIG", cache.join("no-docker-config"))
         .env_remove("GUILDHALL_IMAGE_USERNAME")
@@ -154,6 +156,23 @@ pub fn ok(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// The parsed JSON of a command's stdout.
+pub fn json(cmd: &mut Command) -> serde_json::Value {
+    serde_json::from_str(&ok(cmd)).expect("JSON on stdout")
+}
+
+/// The layout's tagged images, checked with fsck (digests verified).
+pub fn fsck_ok(layout: &Path) {
+    let l = guildhall_image::layout::Layout::open(layout).expect("the layout opens");
+    let report = l.fsck(true).expect("fsck runs");
+    assert!(
+        report.problems.is_empty(),
+        "layout {} has problems: {:?}",
+        layout.display(),
+        report.problems
+    );
+}
+
 /// A container started from a layout with runc; stopped on drop.
 pub struct Running {
     /// Container name.
@@ -176,7 +195,7 @@ impl Running {
     }
 
     fn start_with(layout: &Path, tag: &str, name: &str, port: u16, restricted: bool) -> Running {
-        let info = parse_kv(&run_script_env(
+        let info = parse_kv(&run_script(
             "tests/support/run-image.sh",
             &[
                 layout.to_str().expect("utf-8"),
@@ -225,7 +244,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The parsed JSON of a command's stdout.
-pub fn json(cmd: &mut Command) -> serde_json::Value {
-    serde_json::from_str(&ok(cmd)).expect("JSON on stdout")
+/// `skopeo ARGS`, which must succeed.
+pub fn skopeo(args: &[&str]) -> Output {
+    require("skopeo", "skopeo");
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running skopeo: {e}"));
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -3,19 +3,16 @@
 //! user keyring, docker configs with a real `docker-credential-*` helper,
 //! and real registries (basic and token auth) whose logs show who sent
 //! what. Every test also checks that no command printed a secret, at `-v`.
-// Tests run tools directly; the secret-stripping wrapper is for the product.
-#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
-
-mod credentials_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::keyring::{Env, KeyutilsKey, SecretService, script};
+use crate::support::{Mode, Registry, RegistryOpts, tiny_layout};
 use base64::Engine as _;
-use credentials_support::{Env, KeyutilsKey, Registry, SecretService, script, tiny_layout};
 
 /// `login HOST -u USER --password-stdin` at -v.
-fn login(env: &Env, host: &str, user: &str, password: &str) -> credentials_support::Run {
+fn login(env: &Env, host: &str, user: &str, password: &str) -> crate::support::keyring::Run {
     env.run(
         &["-v", "login", host, "-u", user, "--password-stdin"],
         Some(&format!("{password}\n")),
@@ -23,7 +20,7 @@ fn login(env: &Env, host: &str, user: &str, password: &str) -> credentials_suppo
 }
 
 /// Push the tiny layout under `dir` to `host/test/app:t1` at -v.
-fn push(env: &Env, dir: &Path, host: &str) -> credentials_support::Run {
+fn push(env: &Env, dir: &Path, host: &str) -> crate::support::keyring::Run {
     let layout = dir.join("layout");
     if !layout.exists() {
         tiny_layout(dir, "t1", "hello from the credential tests\n");
@@ -45,7 +42,13 @@ fn push(env: &Env, dir: &Path, host: &str) -> credentials_support::Run {
 
 #[test]
 fn login_stores_in_the_secret_service_a_push_then_needs_no_env_and_logout_removes_it() {
-    let reg = Registry::start("basic", &[]);
+    let reg = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let mut env = Env::new();
     let ss = SecretService::start(&env.home.path().join("ss"), true);
     env.with_secret_service(&ss);
@@ -124,7 +127,13 @@ fn login_stores_in_the_secret_service_a_push_then_needs_no_env_and_logout_remove
 
 #[test]
 fn without_a_session_bus_login_uses_the_keyutils_user_keyring() {
-    let reg = Registry::start("basic", &[]);
+    let reg = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let key = KeyutilsKey::for_host(&reg.host);
     let env = Env::new(); // no DBUS_SESSION_BUS_ADDRESS
     let work = tempfile::tempdir().unwrap();
@@ -176,7 +185,13 @@ fn without_a_session_bus_login_uses_the_keyutils_user_keyring() {
 
 #[test]
 fn a_secret_service_without_an_unlocked_collection_is_skipped_for_keyutils() {
-    let reg = Registry::start("basic", &[]);
+    let reg = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let key = KeyutilsKey::for_host(&reg.host);
     let mut env = Env::new();
     let ss = SecretService::start(&env.home.path().join("ss"), false);
@@ -198,7 +213,13 @@ fn a_secret_service_without_an_unlocked_collection_is_skipped_for_keyutils() {
 
 #[test]
 fn an_unreachable_keyring_never_stops_a_push() {
-    let reg = Registry::start("basic", &[]);
+    let reg = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let mut env = Env::new();
     env.set("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
     let auth =
@@ -223,7 +244,13 @@ fn an_unreachable_keyring_never_stops_a_push() {
 
 #[test]
 fn docker_config_auths_answer_when_the_keyring_has_nothing() {
-    let reg = Registry::start("token", &[]);
+    let reg = Registry::start_with(
+        Mode::Token,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let env = Env::new();
     let auth =
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", reg.user, reg.password));
@@ -242,11 +269,11 @@ fn docker_config_auths_answer_when_the_keyring_has_nothing() {
     assert!(p.stderr.contains("docker-config (auths)"), "{}", p.stderr);
     assert!(reg.manifest_digest("test/app", "t1").is_some());
     assert!(
-        reg.token_log()
+        reg.token_requests()
             .iter()
             .any(|l| l["user"] == reg.user.as_str()),
         "the token server saw our user: {:?}",
-        reg.token_log()
+        reg.token_requests()
     );
     let hub = env
         .run(&["credentials", "--host", "registry-1.docker.io"], None)
@@ -262,7 +289,13 @@ fn docker_config_auths_answer_when_the_keyring_has_nothing() {
 
 #[test]
 fn a_docker_credential_helper_answers_for_its_host() {
-    let reg = Registry::start("basic", &[]);
+    let reg = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let env = Env::new();
     let asked = env.home.path().join("helper-asked");
     // A real helper program on PATH, speaking the docker-credential protocol.
@@ -333,8 +366,21 @@ fn a_docker_credential_helper_answers_for_its_host() {
 fn env_credentials_are_sent_to_the_push_target_only() {
     // `other` stands for a base image's registry: token auth, anonymous pulls
     // allowed, and a token log that records every Authorization header.
-    let other = Registry::start("token", &["--anonymous-pull"]);
-    let target = Registry::start("basic", &[]);
+    let other = Registry::start_with(
+        Mode::Token,
+        RegistryOpts {
+            anonymous_pull: true,
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
+    let target = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let mut env = Env::new();
     let work = tempfile::tempdir().unwrap();
 
@@ -342,7 +388,7 @@ fn env_credentials_are_sent_to_the_push_target_only() {
     env.set("GUILDHALL_IMAGE_USERNAME", &other.user)
         .set("GUILDHALL_IMAGE_PASSWORD", &other.password);
     push(&env, work.path(), &other.host).ok();
-    let seen = other.token_log().len();
+    let seen = other.token_requests().len();
 
     // Now the env holds the push target's credentials.
     env.set("GUILDHALL_IMAGE_USERNAME", &target.user)
@@ -361,7 +407,7 @@ fn env_credentials_are_sent_to_the_push_target_only() {
         None,
     );
     assert_eq!(i.code, 0, "{}", i.all());
-    let log = other.token_log();
+    let log = other.token_requests();
     assert!(log.len() > seen, "inspect asked the token server");
     for l in &log[seen..] {
         assert!(
@@ -372,7 +418,7 @@ fn env_credentials_are_sent_to_the_push_target_only() {
 
     // And a build that pulls its base from `other` while pushing to `target`.
     let release = fixture_release_dir();
-    let seen = other.token_log().len();
+    let seen = other.token_requests().len();
     let layout = work.path().join("built");
     let b = env.run(
         &[
@@ -395,7 +441,7 @@ fn env_credentials_are_sent_to_the_push_target_only() {
     );
     assert_eq!(b.code, 0, "{}", b.all());
     assert!(target.manifest_digest("test/built", "envtest").is_some());
-    let log = other.token_log();
+    let log = other.token_requests();
     assert!(
         log.len() > seen,
         "the build pulled the base through the token server"
@@ -461,7 +507,7 @@ fn login_no_verify_stores_offline_and_credentials_lists_it() {
 /// The fixture release (fixtures/build-release.sh, cached).
 fn fixture_release_dir() -> std::path::PathBuf {
     let out = std::process::Command::new("bash")
-        .arg(credentials_support::root().join("fixtures/build-release.sh"))
+        .arg(crate::support::root().join("fixtures/build-release.sh"))
         .output()
         .expect("build-release.sh");
     assert!(
@@ -482,7 +528,13 @@ fn fixture_release_dir() -> std::path::PathBuf {
 fn login_asks_on_a_terminal_for_the_user_and_the_password_without_echo() {
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
-    let reg = Registry::start("basic", &[]);
+    let reg = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let key = KeyutilsKey::for_host(&reg.host);
     let env = Env::new();
     // util-linux `script` gives the binary a real pseudo-terminal.
@@ -491,7 +543,7 @@ fn login_asks_on_a_terminal_for_the_user_and_the_password_without_echo() {
             "-qefc",
             &format!(
                 "{} login {}",
-                credentials_support::bin().display(),
+                crate::support::bin_path().display(),
                 reg.host
             ),
             "/dev/null",

@@ -6,13 +6,13 @@ use guildhall_image::layout::Layout;
 use guildhall_image::progress::Progress;
 use guildhall_image::registry::{PushOptions, RegistryError};
 
-use crate::harness::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_pull_of_the_base_stores_every_blob_verified_and_a_second_pull_fetches_nothing()
  {
     let base = base_layout();
-    let reg = RealRegistry::start(Mode::Anonymous);
+    let reg = Registry::start(Mode::Anonymous);
     skopeo(&[
         "copy",
         "--quiet",
@@ -61,7 +61,7 @@ async fn an_anonymous_pull_of_the_base_stores_every_blob_verified_and_a_second_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_tag_or_a_missing_platform_is_bad_input_that_says_what_there_is() {
-    let reg = RealRegistry::start(Mode::Basic);
+    let reg = Registry::start(Mode::Basic);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[1000], 1);
     let c = client(reg.creds(PASSWORD), fast_options());
@@ -69,7 +69,8 @@ async fn an_unknown_tag_or_a_missing_platform_is_bad_input_that_says_what_there_
     within(
         30,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -108,7 +109,7 @@ async fn an_unknown_tag_or_a_missing_platform_is_bad_input_that_says_what_there_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_is_pushed_whole_and_pulled_for_one_platform() {
-    let reg = RealRegistry::start(Mode::Anonymous);
+    let reg = Registry::start(Mode::Anonymous);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("l");
     let (layout, amd) = make_image(&dir, "amd", &[2000, 3000], 2);
@@ -139,7 +140,8 @@ async fn an_index_is_pushed_whole_and_pulled_for_one_platform() {
     let report = within(
         30,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,

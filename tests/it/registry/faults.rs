@@ -8,8 +8,8 @@ use guildhall_image::image::RegistryRef;
 use guildhall_image::progress::Progress;
 use guildhall_image::registry::{BlobHow, ClientOptions, PushOptions, RegistryError};
 
-use crate::faulty_registry::{Faults, FaultyRegistry};
-use crate::harness::*;
+use crate::support::faulty_registry::{Faults, FaultyRegistry};
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_waited_out_then_the_push_goes_on() {
@@ -26,7 +26,8 @@ async fn a_429_with_retry_after_is_waited_out_then_the_push_goes_on() {
     let report = within(
         60,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -73,7 +74,8 @@ async fn a_connection_dropped_mid_patch_resumes_from_the_range_the_server_report
     let report = within(
         60,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -132,7 +134,8 @@ async fn a_202_answer_to_a_mount_uploads_through_the_session_it_opened() {
     let report = within(
         60,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -216,7 +219,8 @@ async fn a_manifest_the_registry_rejects_shows_its_code_and_message() {
     let e = within(
         60,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -328,7 +332,7 @@ async fn a_server_that_never_answers_is_given_up_on_after_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_and_not_stored() {
-    use guildhall_image::image::{Digest, Platform, config::build_manifest, media};
+    use guildhall_image::image::{Descriptor, Digest, Platform, media, mutate};
     use guildhall_image::layout::Layout;
     let fake = FaultyRegistry::start(Faults {
         corrupt_blobs: true,
@@ -339,15 +343,11 @@ async fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_and_not_stored() 
     let layer = vec![7u8; 4096];
     fake.put_blob("team/base", config);
     fake.put_blob("team/base", &layer);
-    let manifest = build_manifest(
-        (&Digest::of(config), config.len() as u64),
-        &[(
-            media::OCI_LAYER_GZIP.to_owned(),
-            Digest::of(&layer),
-            layer.len() as u64,
-        )],
-        &Default::default(),
-    );
+    let manifest = mutate::manifest(
+        Descriptor::of(media::OCI_CONFIG, config),
+        &[Descriptor::of(media::OCI_LAYER_GZIP, &layer)],
+    )
+    .to_bytes();
     fake.put_manifest("team/base", "v1", media::OCI_MANIFEST, &manifest);
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::create_or_open(dir.path()).unwrap();
@@ -403,7 +403,8 @@ async fn credentials_do_not_follow_an_upload_location_to_another_host_and_port()
     let report = within(
         60,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -507,7 +508,8 @@ async fn an_upload_whose_range_never_advances_fails_after_a_bounded_number_of_re
     let e = within(
         60,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -555,7 +557,8 @@ async fn a_huge_or_absurd_expires_in_is_saturated_not_a_panic() {
         let c = client(anonymous(), fast_options());
         let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
         let pushed = tokio::spawn(async move {
-            c.push(
+            push_image(
+                &c,
                 &layout,
                 &img,
                 &target,
@@ -594,7 +597,8 @@ async fn an_upload_status_that_counts_bytes_is_read_the_other_way_after_one_416(
     let report = within(
         60,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,

@@ -9,16 +9,12 @@
 //! The few expression forms the workflow may use are evaluated here
 //! (`secrets.X`, `steps.ID.outputs.X`, `github.X`, `env.X`, `vars.X`);
 //! anything else fails the test, so the workflow stays this simple.
-// Tests run tools directly; the secret-stripping wrapper is for the product.
-#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
-
-mod credentials_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use credentials_support::{Registry, root};
+use crate::support::{Mode, Registry, RegistryOpts, root};
 use serde_norway::Value;
 
 const WORKFLOW: &str = ".forgejo/workflows/image.yml";
@@ -240,7 +236,7 @@ fn run_job(
 
     let files = tmp.join("runner");
     std::fs::create_dir_all(files.join("temp")).unwrap();
-    let bin_dir = credentials_support::bin().parent().unwrap().to_owned();
+    let bin_dir = crate::support::bin_path().parent().unwrap().to_owned();
     let mut path_prefix: Vec<String> = vec![bin_dir.display().to_string()];
     let mut summary = String::new();
     let mut runs = Vec::new();
@@ -363,8 +359,20 @@ fn mix_env(tmp: &Path) -> Vec<(&'static str, String)> {
 
 #[test]
 fn the_workflow_builds_and_pushes_to_both_registries_and_reports_the_digest() {
-    let forgejo = Registry::start("token", &[]);
-    let ghcr = Registry::start("basic", &[]);
+    let forgejo = Registry::start_with(
+        Mode::Token,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
+    let ghcr = Registry::start_with(
+        Mode::Basic,
+        RegistryOpts {
+            random_credentials: true,
+            ..RegistryOpts::default()
+        },
+    );
     let tmp = tempfile::tempdir().unwrap();
     let project = checkout(tmp.path());
 
@@ -433,7 +441,7 @@ fn the_workflow_builds_and_pushes_to_both_registries_and_reports_the_digest() {
     // server saw the PAT's user), and no step printed it.
     assert!(
         forgejo
-            .token_log()
+            .token_requests()
             .iter()
             .any(|l| l["user"] == forgejo.user.as_str() && l["status"] == 200)
     );

@@ -14,7 +14,7 @@ use guildhall_image::registry::{
     BlobHow, ChunkHook, Client, ClientOptions, PushOptions, PushReport, RegistryError,
 };
 
-use crate::harness::*;
+use crate::support::*;
 
 async fn push(
     c: &Client,
@@ -29,14 +29,14 @@ async fn push(
     within(
         60,
         "the push",
-        c.push(layout, img, &target, &tags, opts, &Progress::hidden()),
+        push_image(c, layout, img, &target, &tags, opts, &Progress::hidden()),
     )
     .await
 }
 
 /// skopeo sees the manifest under each tag, and copying it back gives the
 /// same digest.
-fn read_back(reg: &RealRegistry, repo: &str, tags: &[&str], report: &PushReport) {
+fn read_back(reg: &Registry, repo: &str, tags: &[&str], report: &PushReport) {
     let tmp = tempfile::tempdir().unwrap();
     let creds = reg.skopeo_creds("--creds");
     for tag in tags {
@@ -82,7 +82,7 @@ fn assert_all(report: &PushReport, want: impl Fn(&BlobHow) -> bool, what: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_with_basic_auth_is_read_back_by_skopeo_and_pushing_again_uploads_nothing() {
-    let reg = RealRegistry::start(Mode::Basic);
+    let reg = Registry::start(Mode::Basic);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3 * MIB, 100_000], 10);
     let c = client(reg.creds(PASSWORD), fast_options());
@@ -131,7 +131,7 @@ async fn a_push_with_basic_auth_is_read_back_by_skopeo_and_pushing_again_uploads
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_with_bearer_tokens_asks_the_token_service_once_and_is_read_back() {
-    let reg = RealRegistry::start(Mode::Token);
+    let reg = Registry::start(Mode::Token);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[2 * MIB, 5000, 7000], 20);
     let c = client(reg.creds(PASSWORD), fast_options());
@@ -158,7 +158,7 @@ async fn a_push_with_bearer_tokens_asks_the_token_service_once_and_is_read_back(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_in_another_repository_of_the_registry_are_mounted_not_uploaded() {
-    let reg = RealRegistry::start(Mode::Token);
+    let reg = Registry::start(Mode::Token);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[MIB, 3000], 30);
     let c = client(reg.creds(PASSWORD), fast_options());
@@ -208,7 +208,7 @@ async fn a_wrong_password_is_one_clear_auth_error_without_retries_or_the_secret(
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[1000, 2000, 3000], 40);
 
-    let reg = RealRegistry::start(Mode::Token);
+    let reg = Registry::start(Mode::Token);
     let c = client(reg.creds(secret), fast_options());
     let started = Instant::now();
     let e = push(
@@ -241,7 +241,7 @@ async fn a_wrong_password_is_one_clear_auth_error_without_retries_or_the_secret(
         "one token request, no retry storm"
     );
 
-    let reg = RealRegistry::start(Mode::Basic);
+    let reg = Registry::start(Mode::Basic);
     let c = client(reg.creds(secret), fast_options());
     let e = push(
         &c,
@@ -287,11 +287,12 @@ async fn a_wrong_password_is_one_clear_auth_error_without_retries_or_the_secret(
 async fn a_token_that_dies_during_the_push_is_replaced_and_the_push_completes() {
     // Tokens say they last 4 s but the registry refuses them after 2 s: the
     // client, renewing at 80% of expires_in, meets 401s between 2 and 3.2 s.
-    let reg = RealRegistry::start_with(
+    let reg = Registry::start_with(
         Mode::Token,
         RegistryOpts {
             ttl: Some(4),
             token_early_death: Some(2),
+            ..RegistryOpts::default()
         },
     );
     let tmp = tempfile::tempdir().unwrap();
@@ -339,7 +340,7 @@ async fn a_token_that_dies_during_the_push_is_replaced_and_the_push_completes() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_an_8m_body_cap_a_20mb_layer_goes_in_4mib_chunks() {
-    let reg = RealRegistry::start(Mode::Anonymous);
+    let reg = Registry::start(Mode::Anonymous);
     let proxy = Proxy::start(&reg.port, "8m");
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[20 * MIB, 1000], 60);
@@ -374,7 +375,7 @@ async fn behind_an_8m_body_cap_a_20mb_layer_goes_in_4mib_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_from_the_proxy_halves_the_chunk_size_until_the_upload_fits() {
-    let reg = RealRegistry::start(Mode::Anonymous);
+    let reg = Registry::start(Mode::Anonymous);
     let proxy = Proxy::start(&reg.port, "8m");
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[20 * MIB], 70);
@@ -409,7 +410,7 @@ async fn a_413_from_the_proxy_halves_the_chunk_size_until_the_upload_fits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_killed_and_restarted_mid_push_lets_the_upload_resume_where_it_stopped() {
-    let reg = Arc::new(RealRegistry::start(Mode::Basic));
+    let reg = Arc::new(Registry::start(Mode::Basic));
     let tmp = tempfile::tempdir().unwrap();
     let size = 16 * MIB;
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[size], 80);
@@ -507,7 +508,7 @@ async fn an_unreachable_registry_fails_in_bounded_time_as_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_checks_credentials_with_basic_and_token_registries() {
     for mode in [Mode::Basic, Mode::Token] {
-        let reg = RealRegistry::start(mode);
+        let reg = Registry::start(mode);
         let c = client(reg.creds(PASSWORD), fast_options());
         within(
             60,

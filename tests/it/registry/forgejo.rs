@@ -15,8 +15,8 @@ use guildhall_image::registry::{
     BlobHow, Client, ClientOptions, FORGEJO_CHUNK, PushOptions, PushReport, RegistryError,
 };
 
-use crate::forgejo_registry::{Account, Cdn, Faults, ForgejoOptions, ForgejoRegistry};
-use crate::harness::*;
+use crate::support::forgejo_registry::{Account, Cdn, Faults, ForgejoOptions, ForgejoRegistry};
+use crate::support::*;
 
 const REPO: &str = "tking/guildhall";
 const SECRET: &str = "pat-tking-write";
@@ -59,7 +59,8 @@ async fn push_to(
     within(
         120,
         "the push",
-        c.push(
+        push_image(
+            c,
             layout,
             img,
             &target,
@@ -143,11 +144,11 @@ async fn push_60mb_through(
     (reg, report, said, took)
 }
 
-fn restore_log(reg: &ForgejoRegistry, log: Vec<crate::forgejo_registry::Logged>) {
+fn restore_log(reg: &ForgejoRegistry, log: Vec<crate::support::forgejo_registry::Logged>) {
     reg.replace_log(log);
 }
 
-fn patches(reg: &ForgejoRegistry) -> Vec<crate::forgejo_registry::Logged> {
+fn patches(reg: &ForgejoRegistry) -> Vec<crate::support::forgejo_registry::Logged> {
     reg.log()
         .into_iter()
         .filter(|l| l.method == "PATCH")
@@ -526,7 +527,8 @@ async fn forgejo_mounts_from_the_lower_cased_repository_and_never_answers_404_to
     let report = within(
         120,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -556,7 +558,8 @@ async fn forgejo_mounts_from_the_lower_cased_repository_and_never_answers_404_to
     let report = within(
         120,
         "the push",
-        c.push(
+        push_image(
+            &c,
             &layout2,
             &img2,
             &target,

@@ -3,10 +3,6 @@
 //! must not see the push password, `gc` racing builds, a corrupted cached
 //! base, killed builds, setuid files, a closed stdout. Real components
 //! throughout (the fixture mix release, a real registry, GNU tar).
-// Tests run tools directly; the secret-stripping wrapper is for the product.
-#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
-
-mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -14,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const SECRET: &str = "S3cr3t-never-printed";
 
@@ -45,12 +41,6 @@ fn build(work: &Path, release: &Path, layout: &Path, tag: &str) -> Command {
         .args(["--base", &base_ref(), "--tag", tag, "--layout"])
         .arg(layout);
     c
-}
-
-fn fsck_ok(layout: &Path) {
-    let l = guildhall_image::layout::Layout::open(layout).expect("the layout opens");
-    let r = l.fsck(true).expect("fsck");
-    assert!(r.problems.is_empty(), "{:?}", r.problems);
 }
 
 fn stderr_of(out: &std::process::Output) -> String {
@@ -216,7 +206,7 @@ fn mix_and_credential_helpers_never_see_the_push_password() {
     );
 
     // A docker credential helper asked for another registry (the base's).
-    let reg = Registry::start("basic", &["--user", "testuser", "--password", "testpass"]);
+    let reg = Registry::start(Mode::Basic);
     let spies = env_spies(
         work.path(),
         &["docker-credential-spy"],
@@ -291,8 +281,8 @@ fn biggest_blob(layout: &Path) -> PathBuf {
 
 #[test]
 fn a_flipped_byte_in_a_cached_base_blob_is_caught_and_the_base_pulled_again() {
-    let reg = Registry::start("anonymous", &[]);
-    reg.seed(&base_ref(), "base/runner:bookworm", None);
+    let reg = Registry::start(Mode::Anonymous);
+    reg.seed(&base_ref(), "base/runner:bookworm");
     let work = tempfile::tempdir().unwrap();
     let release = release_dir(&[]);
     let base = format!("{}/base/runner:bookworm", reg.host);

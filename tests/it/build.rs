@@ -2,15 +2,11 @@
 //! release of the fixture project, a debootstrapped base served by a real
 //! registry that requires auth, runc running the result, skopeo and umoci
 //! reading the layout.
-// Tests run tools directly; the secret-stripping wrapper is for the product.
-#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
-
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 const USER: &str = "testuser";
@@ -31,17 +27,6 @@ fn build_args(layout: &Path, release: &Path, base: &str, tag: &str) -> Vec<Strin
     ]
 }
 
-fn fsck_ok(layout: &Path) {
-    let l = guildhall_image::layout::Layout::open(layout).expect("the layout opens");
-    let report = l.fsck(true).expect("fsck runs");
-    assert!(
-        report.problems.is_empty(),
-        "layout {} has problems: {:?}",
-        layout.display(),
-        report.problems
-    );
-}
-
 fn layer_digests(v: &Value) -> Vec<(String, String)> {
     v["layers"]
         .as_array()
@@ -58,12 +43,11 @@ fn layer_digests(v: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn an_image_built_from_a_registry_base_with_basic_auth_runs_and_answers_health() {
-    let reg = Registry::start("basic", &["--user", USER, "--password", PASS]);
+    let reg = Registry::start(Mode::Basic);
     let base = base_layout();
     reg.seed(
         &format!("oci:{}:runner", base.display()),
         "base/runner:bookworm",
-        Some(&format!("{USER}:{PASS}")),
     );
     let release = release_dir(&[]);
     let work = tempfile::tempdir().unwrap();
@@ -432,11 +416,10 @@ fn a_registry_base_is_cached_so_the_next_build_works_offline() {
     let reference;
     let first;
     {
-        let reg = Registry::start("anonymous", &[]);
+        let reg = Registry::start(Mode::Anonymous);
         reg.seed(
             &format!("oci:{}:runner", base_layout().display()),
             "base/runner:1",
-            None,
         );
         reference = format!("{}/base/runner:1", reg.host);
         first = json(bin(work.path()).args(build_args(
@@ -475,12 +458,7 @@ fn build_mix_runs_the_release_in_the_project_and_picks_it_up() {
             .success()
     );
     let _ = std::fs::remove_dir_all(project.join("_build"));
-    let cache = std::env::var("GUILDHALL_IMAGE_TEST_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/guildhall-image-tests")
-        });
+    let cache = test_cache();
     let out = run(bin(work.path())
         // Offline mix, as fixtures/build-release.sh runs it.
         .env("HOME", cache.join("home"))

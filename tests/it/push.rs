@@ -3,15 +3,11 @@
 //! back with skopeo and run with runc; unchanged and one-module pushes;
 //! cross-repository mounts of the base; bad input and faults as the user
 //! meets them.
-// Tests run tools directly; the secret-stripping wrapper is for the product.
-#![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
-
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 const USER: &str = "testuser";
@@ -32,7 +28,7 @@ fn uploads(report: &Value) -> usize {
 
 #[test]
 fn build_push_with_env_secrets_to_a_token_registry_and_the_pulled_image_answers_health() {
-    let reg = Registry::start("token", &["--user", USER, "--password", PASS]);
+    let reg = Registry::start(Mode::Token);
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("img");
     let digest_file = work.path().join("digest");
@@ -98,7 +94,7 @@ fn build_push_with_env_secrets_to_a_token_registry_and_the_pulled_image_answers_
 
 #[test]
 fn pushing_again_uploads_nothing_and_a_one_module_change_uploads_one_layer() {
-    let reg = Registry::start("basic", &["--user", USER, "--password", PASS]);
+    let reg = Registry::start(Mode::Basic);
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("img");
     let target = format!("{}/guildhall/app", reg.host);
@@ -147,8 +143,8 @@ fn pushing_again_uploads_nothing_and_a_one_module_change_uploads_one_layer() {
 
 #[test]
 fn base_layers_on_the_same_registry_are_mounted_not_uploaded() {
-    let reg = Registry::start("anonymous", &[]);
-    reg.seed(&base(), "base/runner:1", None);
+    let reg = Registry::start(Mode::Anonymous);
+    reg.seed(&base(), "base/runner:1");
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("img");
     let report = json(
@@ -180,7 +176,7 @@ fn base_layers_on_the_same_registry_are_mounted_not_uploaded() {
 
 #[test]
 fn an_interrupted_push_completes_when_run_again_uploading_only_what_is_missing() {
-    let reg = Registry::start("anonymous", &[]);
+    let reg = Registry::start(Mode::Anonymous);
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("img");
     ok(bin(work.path())
@@ -258,7 +254,7 @@ fn has_entries(dir: &Path) -> bool {
 
 #[test]
 fn push_failures_say_what_and_where_and_nothing_is_reported_pushed() {
-    let reg = Registry::start("token", &["--user", USER, "--password", PASS]);
+    let reg = Registry::start(Mode::Token);
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("img");
     ok(bin(work.path())

@@ -15,7 +15,7 @@ use guildhall_image::image::RegistryRef;
 use guildhall_image::progress::Progress;
 use guildhall_image::registry::{ClientOptions, PushOptions};
 
-use crate::harness::*;
+use crate::support::*;
 
 fn bench_mb(default: u64) -> u64 {
     std::env::var("GUILDHALL_BENCH_MB")
@@ -41,26 +41,26 @@ async fn push_throughput_against_skopeo() {
     for _ in 0..3 {
         // A new, empty registry for every run: skopeo's blob-info cache would
         // otherwise mount blobs it saw in an earlier run instead of uploading.
-        let reg = RealRegistry::start(Mode::Anonymous);
+        let reg = Registry::start(Mode::Anonymous);
         let c = client(anonymous(), ClientOptions::default());
         let target = RegistryRef::parse_repository(&format!("{}/bench/ours", reg.host)).unwrap();
         let t = Instant::now();
-        let report = c
-            .push(
-                &layout,
-                &img,
-                &target,
-                &["v1".into()],
-                &PushOptions::default(),
-                &Progress::hidden(),
-            )
-            .await
-            .unwrap();
+        let report = push_image(
+            &c,
+            &layout,
+            &img,
+            &target,
+            &["v1".into()],
+            &PushOptions::default(),
+            &Progress::hidden(),
+        )
+        .await
+        .unwrap();
         ours.push(t.elapsed());
         assert_eq!(report.uploaded(), 3);
         drop(reg);
 
-        let reg = RealRegistry::start(Mode::Anonymous);
+        let reg = Registry::start(Mode::Anonymous);
         let t = Instant::now();
         skopeo(&[
             "copy",
@@ -85,23 +85,23 @@ async fn push_throughput_against_skopeo() {
 #[ignore = "benchmark"]
 async fn pushing_a_large_layer_keeps_memory_flat() {
     let mb = bench_mb(500);
-    let reg = RealRegistry::start(Mode::Anonymous);
+    let reg = Registry::start(Mode::Anonymous);
     let tmp = tempfile::tempdir().unwrap();
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[mb * MIB], 8);
     let c = client(anonymous(), ClientOptions::default());
     let target = RegistryRef::parse_repository(&format!("{}/bench/big", reg.host)).unwrap();
     let t = Instant::now();
-    let report = c
-        .push(
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        )
-        .await
-        .unwrap();
+    let report = push_image(
+        &c,
+        &layout,
+        &img,
+        &target,
+        &["v1".into()],
+        &PushOptions::default(),
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
     println!(
         "pushed {mb} MiB in {:.2}s ({} blobs uploaded)",
         t.elapsed().as_secs_f64(),
@@ -130,11 +130,12 @@ async fn chunked_push_through_a_capped_proxy() {
     let mut direct = Vec::new();
     let mut proxied = Vec::new();
     for _ in 0..3 {
-        let reg = RealRegistry::start(Mode::Anonymous);
+        let reg = Registry::start(Mode::Anonymous);
         let c = client(anonymous(), ClientOptions::default());
         let target = RegistryRef::parse_repository(&format!("{}/bench/direct", reg.host)).unwrap();
         let t = Instant::now();
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
@@ -147,7 +148,7 @@ async fn chunked_push_through_a_capped_proxy() {
         direct.push(t.elapsed());
         drop(reg);
 
-        let reg = RealRegistry::start(Mode::Anonymous);
+        let reg = Registry::start(Mode::Anonymous);
         let proxy = Proxy::start(&reg.port, "8m");
         // GUILDHALL_BENCH_NO_PROXY=1: the same chunks straight to the
         // registry, to tell the proxy's cost from the chunking's.
@@ -166,7 +167,8 @@ async fn chunked_push_through_a_capped_proxy() {
         );
         let target = RegistryRef::parse_repository(&format!("{host}/bench/proxied")).unwrap();
         let t = Instant::now();
-        c.push(
+        push_image(
+            &c,
             &layout,
             &img,
             &target,
