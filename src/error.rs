@@ -168,6 +168,15 @@ impl Error {
         }
     }
 
+    /// The registry error at the bottom of this one, if that is what it is.
+    pub fn registry(&self) -> Option<&RegistryError> {
+        match self {
+            Error::Registry(e) => Some(e),
+            Error::Context { source, .. } => source.registry(),
+            _ => None,
+        }
+    }
+
     /// A command-line mistake (exit 2).
     pub fn usage(msg: impl fmt::Display) -> Error {
         Error::Usage(msg.to_string())

@@ -233,6 +233,11 @@ pub struct BuildSettings {
     pub assets_layer_min: u64,
     /// Bounds on extracting a release tarball.
     pub release_limits: crate::release::ExtractLimits,
+    /// The BuildKit engine's options.
+    pub buildkit: crate::engine::buildkit::BuildkitOptions,
+    /// Things worth saying before the build (a user name Kubernetes cannot
+    /// check, flags the chosen engine ignores).
+    pub warnings: Vec<String>,
     /// Push afterwards, to this target.
     pub push: Option<Target>,
     /// Digest file for --push.
@@ -500,13 +505,45 @@ impl Settings {
             Some((what, v)) => parse_size(v).map_err(|r| invalid(what, r))?,
             None => crate::release::DEFAULT_MAX_EXTRACTED,
         };
+        let engine = a.engine.or(f.build.engine).unwrap_or(Engine::Direct);
+        let user = a
+            .user
+            .clone()
+            .or_else(|| f.image.user.clone())
+            .unwrap_or_else(|| DEFAULT_USER.into());
+        let mut warnings = Vec::new();
+        match engine {
+            Engine::Direct if !is_numeric_user(&user) => warnings.push(format!(
+                "user `{user}` is not numeric: Kubernetes refuses to start it under runAsNonRoot \
+                 (\"image has non-numeric user\"); give UID[:GID], e.g. --user 65534:65534"
+            )),
+            Engine::Buildkit => {
+                // The Dockerfile decides these; say so rather than drop them silently.
+                for (flag, given) in [
+                    ("--env", !a.env.is_empty()),
+                    ("--port", !a.ports.is_empty()),
+                    ("--user", a.user.is_some()),
+                    ("--cmd", a.cmd.is_some()),
+                    ("--base", a.base.is_some()),
+                    ("--release", a.release.is_some()),
+                ] {
+                    if given {
+                        warnings.push(format!(
+                            "{flag} is ignored with --engine buildkit (the Dockerfile decides)"
+                        ));
+                    }
+                }
+            }
+            Engine::Direct => {}
+        }
+        let buildkit = buildkit_options(&a.buildkit)?;
         let push = if a.push {
             Some(self.target(a.to.as_deref())?)
         } else {
             None
         };
         Ok(BuildSettings {
-            engine: a.engine.or(f.build.engine).unwrap_or(Engine::Direct),
+            engine,
             project: a.project.clone(),
             release: a.release.clone().or_else(|| f.build.release.clone()),
             mix: a.mix || f.build.mix.unwrap_or(false),
@@ -516,11 +553,7 @@ impl Settings {
             env,
             labels,
             ports,
-            user: a
-                .user
-                .clone()
-                .or_else(|| f.image.user.clone())
-                .unwrap_or_else(|| DEFAULT_USER.into()),
+            user,
             cmd,
             source: a.source.clone().or_else(|| f.image.source.clone()),
             revision: a.revision.clone(),
@@ -533,6 +566,8 @@ impl Settings {
             release_limits: crate::release::ExtractLimits {
                 max_bytes: max_extracted,
             },
+            buildkit,
+            warnings,
             push,
             digest_file: a.digest_file.clone(),
             gc: a.gc,
@@ -572,6 +607,46 @@ impl Settings {
             digest_file: a.digest_file.clone(),
         })
     }
+}
+
+/// `--builder`, `--build-arg`, `--secret` and the rest, checked.
+fn buildkit_options(
+    a: &crate::cli::BuildkitArgs,
+) -> Result<crate::engine::buildkit::BuildkitOptions, SettingsError> {
+    use crate::engine::buildkit::{Builder, BuildkitOptions, SecretSpec};
+    let builder = match a.builder.as_deref() {
+        Some(b) => Some(
+            b.parse::<Builder>()
+                .map_err(|e| invalid("--builder", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let build_args = a
+        .build_args
+        .iter()
+        .map(|kv| split_kv("--build-arg", kv))
+        .collect::<Result<_, _>>()?;
+    let secrets = a
+        .secrets
+        .iter()
+        .map(|s| {
+            s.parse::<SecretSpec>()
+                .map_err(|e| invalid("--secret", e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(BuildkitOptions {
+        builder,
+        buildkit_host: a.buildkit_host.clone(),
+        dockerfile: a.dockerfile.clone(),
+        build_args,
+        secrets,
+        network: a.network.clone(),
+        platform: a.platform.clone(),
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        cache_from: a.cache_from.clone(),
+        cache_to: a.cache_to.clone(),
+    })
 }
 
 fn read_config(p: &Path) -> Result<ConfigFile, SettingsError> {

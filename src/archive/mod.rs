@@ -24,7 +24,7 @@ use flate2::read::MultiGzDecoder;
 
 use serde_json::Value;
 
-use crate::engine::direct::LayerOutcome;
+use crate::engine::LayerOutcome;
 use crate::image::{ConfigFile, Descriptor, Index, Manifest, mutate};
 use crate::image::{Digest, Sha256Hasher, media};
 use crate::layout::{Layout, LayoutError};

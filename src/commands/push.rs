@@ -57,9 +57,7 @@ pub fn error_json(e: &Error) -> serde_json::Value {
     while let Some(next) = chain.last().and_then(|c| c.source()) {
         chain.push(next);
     }
-    let registry_error = chain
-        .iter()
-        .find_map(|c| c.downcast_ref::<crate::registry::RegistryError>());
+    let registry_error = e.registry();
     let mut error = json!({
         "message": chain.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(": "),
         "exit_code": code,

@@ -10,9 +10,11 @@ use std::path::Path;
 
 use crate::error::{Context as _, Result};
 
+use super::base::{self, BaseImage, BaseSource};
+use super::{BuildJob, BuildOutcome, LayerOutcome};
 use crate::cache::Memo;
-use crate::engine::base::BaseImage;
 use crate::image::mutate::{self, AppendedLayer, ConfigSpec, rfc3339_from_epoch};
+use crate::release::project;
 use crate::vcs::Vcs;
 
 use crate::image::{Descriptor, Digest, Platform, media};
@@ -23,43 +25,65 @@ use crate::progress::Progress;
 use crate::release::{PlanOptions, Release};
 use crate::settings::{APP_DIR, BuildSettings};
 
-/// A layer of the built image, and whether it was made or reused.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct LayerOutcome {
-    /// `base`, `erts`, `deps`, `assets`, `app`.
-    pub name: String,
-    /// What it holds.
-    pub description: String,
-    /// The compressed blob.
-    pub digest: Digest,
-    /// Its size.
-    pub size: u64,
-    /// sha256 of the uncompressed tar (release layers only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff_id: Option<Digest>,
-    /// Whether the blob was already in the layout.
-    pub reused: bool,
-}
+/// The direct engine: find (or make) the release, get and verify the base,
+/// then [`DirectBuild`].
+pub struct DirectEngine;
 
-/// What a build produced.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct BuildOutcome {
-    /// The manifest digest.
-    pub digest: Digest,
-    /// The manifest size.
-    pub size: u64,
-    /// The config digest.
-    pub config: Digest,
-    /// The image's platform.
-    pub platform: String,
-    /// Tags set in the layout.
-    pub tags: Vec<String>,
-    /// The layout directory.
-    pub layout: String,
-    /// Release name and version.
-    pub release: String,
-    /// Layers, base first.
-    pub layers: Vec<LayerOutcome>,
+impl super::Engine for DirectEngine {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+
+    async fn build(&self, job: &BuildJob<'_>) -> Result<BuildOutcome> {
+        let s = job.build;
+        let progress = job.progress;
+        // Held until the image is tagged: `gc` waits for it.
+        let work = job.layout.work()?;
+        if s.mix {
+            project::run_mix_release(&s.project)?;
+        }
+        let release_path = match &s.release {
+            Some(p) => p.clone(),
+            None => {
+                let p = project::find_release(&s.project)?;
+                progress.say(format!("using release {}", p.display()));
+                p
+            }
+        };
+        let release = Release::open(&release_path, work.dir(), s.release_limits)?;
+        let tags = if s.tags.is_empty() {
+            vec![project::default_tag(release.version())]
+        } else {
+            s.tags.clone()
+        };
+        for t in &tags {
+            crate::settings::validate_tag(t)?;
+        }
+        let cache = Layout::create_or_open(job.cache_dir.join("bases"))
+            .with_context(|| format!("opening the base image cache {}", job.cache_dir.display()))?;
+        let _cache_work = cache.work()?;
+        let source = BaseSource {
+            client: job.pull_client,
+            cache: &cache,
+            progress,
+        };
+        let base = base::resolve(&s.base, release.platform(), &source).await?;
+        // The base's blobs first (verified), so the layout holds the whole image.
+        let base = base::install(base, &s.base, release.platform(), job.layout, &source).await?;
+        let vcs = Vcs::discover(&s.project);
+        let memo = Memo::new(job.cache_dir);
+        let build = DirectBuild {
+            settings: s,
+            release: &release,
+            base: &base,
+            layout: job.layout,
+            vcs: &vcs,
+            tags: &tags,
+            progress,
+            memo: &memo,
+        };
+        tokio::task::block_in_place(|| build.run())
+    }
 }
 
 /// Inputs of a direct build.

@@ -4,6 +4,7 @@
 mod confine;
 mod extract;
 mod plan;
+pub mod project;
 mod rel_file;
 
 use std::collections::BTreeMap;

@@ -125,7 +125,7 @@ fn build(
     args: &[&str],
     layout: &Layout,
     tags: &[String],
-) -> guildhall_image::error::Result<guildhall_image::engine::direct::BuildOutcome> {
+) -> guildhall_image::error::Result<guildhall_image::engine::BuildOutcome> {
     let mut argv = vec!["guildhall-image", "build", "--engine", "buildkit"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(&argv).expect("valid flags");
@@ -135,7 +135,7 @@ fn build(
     let s = Settings::from_file(ConfigFile::default())
         .build(a)
         .expect("valid settings");
-    buildkit::build_blocking(&s, &a.buildkit, layout, tags, &Progress::hidden())
+    buildkit::build_blocking(&s, layout, tags, &Progress::hidden())
 }
 
 fn fixture_build_args(e: &Engine) -> Vec<String> {
@@ -550,8 +550,7 @@ fn build_times_cold_and_warm_with_the_import_share() {
             .build(a)
             .expect("settings");
         let t = std::time::Instant::now();
-        buildkit::build_blocking(&s, &a.buildkit, &layout, &[tag.to_owned()], &progress)
-            .expect("build");
+        buildkit::build_blocking(&s, &layout, &[tag.to_owned()], &progress).expect("build");
         t.elapsed().as_secs_f64()
     };
     let cold = run(&["--no-cache"], "cold");
@@ -638,7 +637,7 @@ fn import_peak_kib(archive: &Path, layout: &Path) -> i64 {
     let child = Command::new(std::env::current_exe().expect("exe"))
         .args([
             "--exact",
-            "import_child",
+            "buildkit::import_child",
             "--ignored",
             "--test-threads=1",
             "--quiet",
