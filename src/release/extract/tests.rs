@@ -1,0 +1,251 @@
+//! Tests of extraction: hostile entries, links, modes, sparse files, bounds.
+
+use super::*;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+fn tarball(dir: &Path, build: impl FnOnce(&mut tar::Builder<GzEncoder<File>>)) -> PathBuf {
+    let path = dir.join("r.tar.gz");
+    let f = File::create(&path).unwrap();
+    let mut b = tar::Builder::new(GzEncoder::new(f, Compression::fast()));
+    build(&mut b);
+    b.into_inner().unwrap().finish().unwrap();
+    path
+}
+
+fn file_header(size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_entry_type(EntryType::Regular);
+    h
+}
+
+fn raw_name(h: &mut tar::Header, name: &str) {
+    let n = &mut h.as_old_mut().name;
+    n.fill(0);
+    n[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_cksum();
+}
+
+#[test]
+fn files_symlinks_hard_links_and_modes_are_extracted_as_they_were() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = tarball(tmp.path(), |b| {
+        let mut h = file_header(3, 0o755);
+        b.append_data(&mut h, "bin/run", &b"abc"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "bin/alias", "run").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Link);
+        h.set_size(0);
+        b.append_link(&mut h, "bin/hard", "bin/run").unwrap();
+    });
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    extract(&tb, &out, ExtractLimits::default()).unwrap();
+    let m = fs::metadata(out.join("bin/run")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        fs::read_link(out.join("bin/alias")).unwrap(),
+        Path::new("run")
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(out.join("bin/hard")).unwrap().ino(), m.ino());
+}
+
+#[test]
+fn entries_escaping_the_directory_are_refused() {
+    for bad in ["../evil", "/etc/evil", "a/../../evil"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let tb = tarball(tmp.path(), |b| {
+            let mut h = file_header(1, 0o644);
+            raw_name(&mut h, bad);
+            b.append(&h, &b"x"[..]).unwrap();
+        });
+        let out = tmp.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+        assert!(
+            matches!(err, ReleaseError::UnsafeTarball { .. }),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn writing_through_a_symlink_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    let tb = tarball(tmp.path(), |b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "lib", &victim).unwrap();
+        let mut h = file_header(1, 0o644);
+        b.append_data(&mut h, "lib/evil", &b"x"[..]).unwrap();
+    });
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+    assert!(matches!(err, ReleaseError::UnsafeTarball { .. }), "{err}");
+    assert!(!victim.join("evil").exists());
+}
+
+#[test]
+fn a_truncated_tarball_is_reported_as_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = tarball(tmp.path(), |b| {
+        let data = vec![7u8; 100_000];
+        let mut h = file_header(data.len() as u64, 0o644);
+        b.append_data(&mut h, "big", &data[..]).unwrap();
+    });
+    let bytes = fs::read(&tb).unwrap();
+    fs::write(&tb, &bytes[..bytes.len() - 10]).unwrap();
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+    assert!(matches!(err, ReleaseError::CorruptTarball { .. }), "{err}");
+}
+
+/// A sparse file made by GNU tar in the given format (`gnu` for old-GNU
+/// sparse entries, `posix` with `--sparse-version`), 8 MiB with 3 bytes
+/// of data at 1 MiB and 2 bytes at the end.
+fn gnu_tar_sparse(dir: &Path, format: &str, version: Option<&str>) -> PathBuf {
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("rel")).unwrap();
+    let f = src.join("rel/holes.bin");
+    let mut file = File::create(&f).unwrap();
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(1 << 20)).unwrap();
+    file.write_all(b"abc").unwrap();
+    file.seek(SeekFrom::Start((8 << 20) - 2)).unwrap();
+    file.write_all(b"yz").unwrap();
+    drop(file);
+    let tb = dir.join(format!("sparse-{format}-{}.tar.gz", version.unwrap_or("x")));
+    let mut cmd = crate::process::command("tar");
+    cmd.arg("-C")
+        .arg(&src)
+        .arg("--sparse")
+        .arg(format!("--format={format}"));
+    if let Some(v) = version {
+        cmd.arg(format!("--sparse-version={v}"));
+    }
+    let st = cmd.arg("-czf").arg(&tb).arg("rel").status().unwrap();
+    assert!(st.success(), "GNU tar is needed for this test");
+    tb
+}
+
+fn expect_holes_file(out: &Path) {
+    let bytes = fs::read(out.join("rel/holes.bin")).unwrap();
+    assert_eq!(bytes.len(), 8 << 20);
+    assert_eq!(&bytes[1 << 20..(1 << 20) + 3], b"abc");
+    assert_eq!(&bytes[(8 << 20) - 2..], b"yz");
+    assert!(bytes[..1 << 20].iter().all(|&b| b == 0));
+    assert!(!out.join("rel/GNUSparseFile.0").exists());
+}
+
+#[test]
+fn sparse_entries_of_gnu_tar_are_expanded_not_dropped() {
+    for (format, version) in [
+        ("gnu", None),
+        ("posix", Some("0.1")),
+        ("posix", Some("1.0")),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let tb = gnu_tar_sparse(tmp.path(), format, version);
+        let out = tmp.path().join("out");
+        fs::create_dir(&out).unwrap();
+        extract(&tb, &out, ExtractLimits::default())
+            .unwrap_or_else(|e| panic!("{format} {version:?}: {e}"));
+        expect_holes_file(&out);
+    }
+}
+
+#[test]
+fn the_oldest_pax_sparse_format_is_refused_rather_than_misread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = gnu_tar_sparse(tmp.path(), "posix", Some("0.0"));
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("sparse"), "{err}");
+}
+
+#[test]
+fn extraction_stops_at_the_size_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 64 MiB of zeros: a ~64 KiB tarball.
+    let tb = tarball(tmp.path(), |b| {
+        let mut h = file_header(64 << 20, 0o644);
+        b.append_data(&mut h, "zeros", io::repeat(0).take(64 << 20))
+            .unwrap();
+    });
+    assert!(fs::metadata(&tb).unwrap().len() < 1 << 20);
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let err = extract(
+        &tb,
+        &out,
+        ExtractLimits {
+            max_bytes: 16 << 20,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ReleaseError::TooLarge { limit, .. } if limit == 16 << 20),
+        "{err}"
+    );
+    let written: u64 = fs::metadata(out.join("zeros"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(written <= 16 << 20, "wrote {written} bytes past the limit");
+    extract(
+        &tb,
+        &tmp.path().join("ok").tap_mkdir(),
+        ExtractLimits {
+            max_bytes: 65 << 20,
+        },
+    )
+    .unwrap();
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+#[test]
+fn setuid_bits_never_reach_the_scratch_copy_but_are_remembered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = tarball(tmp.path(), |b| {
+        let mut h = file_header(2, 0o4755);
+        b.append_data(&mut h, "bin/su", &b"#!"[..]).unwrap();
+        let mut h = file_header(2, 0o2755);
+        b.append_data(&mut h, "bin/sg", &b"#!"[..]).unwrap();
+        let mut h = file_header(2, 0o755);
+        b.append_data(&mut h, "bin/plain", &b"#!"[..]).unwrap();
+    });
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let got = extract(&tb, &out, ExtractLimits::default()).unwrap();
+    for f in ["su", "sg", "plain"] {
+        let m = fs::metadata(out.join("bin").join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(m & 0o7777, 0o755, "{f}");
+    }
+    assert_eq!(got.special_modes.get(Path::new("bin/su")), Some(&0o4755));
+    assert_eq!(got.special_modes.get(Path::new("bin/sg")), Some(&0o2755));
+    assert!(!got.special_modes.contains_key(Path::new("bin/plain")));
+}
