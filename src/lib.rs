@@ -1,5 +1,7 @@
 //! guildhall-image as a library: everything the binary does, behind module
-//! boundaries kept as if they were crates (see DESIGN.md).
+//! boundaries kept as if they were crates (see ARCHITECTURE.md).
+
+#![deny(unreachable_pub)]
 
 pub mod archive;
 pub mod cache;

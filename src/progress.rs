@@ -174,14 +174,6 @@ impl Task {
         }
     }
 
-    /// Set the total once known.
-    pub fn set_total(&self, total: u64) {
-        self.inner.total.store(total, Ordering::Relaxed);
-        if let Some(b) = &self.inner.bar {
-            b.set_length(total);
-        }
-    }
-
     /// The task is over; `outcome` is a short word (`done`, `exists`, `mounted`).
     pub fn finish(&self, outcome: &str) {
         let i = &self.inner;

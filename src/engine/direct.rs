@@ -22,8 +22,9 @@ use crate::layer::{self, LayerOptions, LayerStats, PlannedLayer};
 use crate::layout::Layout;
 use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
 use crate::progress::Progress;
+use crate::release::INSTALL_DIR;
 use crate::release::{PlanOptions, Release};
-use crate::settings::{APP_DIR, BuildSettings};
+use crate::settings::BuildSettings;
 
 /// The direct engine: find (or make) the release, get and verify the base,
 /// then [`DirectBuild`].
@@ -220,7 +221,7 @@ impl DirectBuild<'_> {
         let spec = ConfigSpec {
             created: Some(created),
             user: Some(s.user.clone()),
-            working_dir: Some(APP_DIR.to_owned()),
+            working_dir: Some(INSTALL_DIR.to_owned()),
             cmd: Some(s.cmd.clone().unwrap_or_else(|| release.start_command())),
             env: s.env.clone(),
             exposed_ports: s.ports.clone(),
@@ -354,9 +355,7 @@ impl DirectBuild<'_> {
         } else {
             "failed"
         });
-        if !report.problems.is_empty() {
-            return Err(PreflightError::Failed(report).into());
-        }
+        report.into_result(&base.name)?;
         self.memo.put("preflight", &key, "ok");
         Ok(())
     }

@@ -124,16 +124,17 @@ pub fn host_without_port(registry: &str) -> &str {
     }
 }
 
-impl RegistryRef {
-    /// The host to send API requests to (Docker Hub's API lives elsewhere).
-    pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            "registry-1.docker.io"
-        } else {
-            &self.registry
-        }
+/// The host to send a registry's API requests to: Docker Hub's API lives on
+/// `registry-1.docker.io`, every other registry on its own host.
+pub fn api_host(registry: &str) -> &str {
+    if registry == DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        registry
     }
+}
 
+impl RegistryRef {
     /// Whether the registry is on a loopback address.
     pub fn is_loopback(&self) -> bool {
         is_loopback_host(&self.registry)
@@ -299,7 +300,7 @@ mod tests {
         assert_eq!(x.registry, "docker.io");
         assert_eq!(x.repository, "library/debian");
         assert_eq!(x.tag.as_deref(), Some("bookworm-slim"));
-        assert_eq!(x.api_host(), "registry-1.docker.io");
+        assert_eq!(api_host(&x.registry), "registry-1.docker.io");
         assert_eq!(r("index.docker.io/library/debian:12").registry, "docker.io");
     }
 

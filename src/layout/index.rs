@@ -115,7 +115,8 @@ impl Layout {
     }
 
     /// Remove tags (the blobs stay until [`Layout::gc`]).
-    pub fn remove_tags(&self, tags: &[String]) -> Result<usize> {
+    #[cfg(test)]
+    pub(crate) fn remove_tags(&self, tags: &[String]) -> Result<usize> {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         let before = index.manifests.len();

@@ -127,7 +127,7 @@ pub(super) fn triplet(platform: &Platform) -> Option<&'static str> {
 
 /// The Debian (bookworm) package that ships a library, for the libraries a
 /// release commonly needs.
-pub fn debian_package(library: &str) -> Option<&'static str> {
+pub(super) fn debian_package(library: &str) -> Option<&'static str> {
     let name = library.rsplit('/').next().unwrap_or(library);
     let glibc = [
         "libc.so.",

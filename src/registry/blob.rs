@@ -3,9 +3,9 @@
 
 use reqwest::{Method, StatusCode};
 
-use super::pull::rejected_or_protocol;
+use super::error::{read_body, rejected_or_protocol};
 use super::token::{AuthCtx, Scope};
-use super::{Client, RegistryError, Req, Result, read_error_body, read_limited};
+use super::{Client, RegistryError, Req, Result, read_error_body};
 use crate::image::Digest;
 use crate::image::reference::RegistryRef;
 
@@ -34,14 +34,7 @@ impl Client {
                 body,
             ));
         }
-        let bytes =
-            read_limited(resp, MAX_SMALL_BLOB)
-                .await
-                .map_err(|reason| RegistryError::Protocol {
-                    url: req.redacted(),
-                    status: status.as_u16(),
-                    reason,
-                })?;
+        let bytes = read_body(&req, resp, MAX_SMALL_BLOB).await?;
         let actual = Digest::of(&bytes);
         if &actual != digest {
             return Err(RegistryError::DigestMismatch {

@@ -412,3 +412,58 @@ pub(super) fn snippet(bytes: &[u8]) -> String {
         clean
     }
 }
+
+/// A 4xx that is the registry speaking (JSON errors) becomes `Rejected`;
+/// anything else (HTML, a 200-range surprise) is a protocol error saying
+/// while doing `what` it came.
+pub(crate) fn rejected_or_protocol(
+    registry: &str,
+    what: String,
+    req: &Req,
+    body: ErrorBody,
+) -> RegistryError {
+    answer_error(
+        registry,
+        what.clone(),
+        req,
+        body,
+        &format!("while fetching {what}"),
+    )
+}
+
+/// [`rejected_or_protocol`] with the protocol error's wording given.
+pub(crate) fn answer_error(
+    registry: &str,
+    what: String,
+    req: &Req,
+    body: ErrorBody,
+    during: &str,
+) -> RegistryError {
+    if body.code.is_some() {
+        RegistryError::Rejected {
+            registry: registry.to_owned(),
+            what,
+            url: req.redacted(),
+            body,
+        }
+    } else {
+        RegistryError::Protocol {
+            url: req.redacted(),
+            status: body.status,
+            reason: format!("{during}: {body}"),
+        }
+    }
+}
+
+/// A response body of at most `limit` bytes, read within its deadline; a
+/// longer, stalled or broken body is a protocol error naming the request.
+pub(crate) async fn read_body(req: &Req, resp: Response, limit: usize) -> Result<Vec<u8>> {
+    let status = resp.status().as_u16();
+    read_limited(resp, limit)
+        .await
+        .map_err(|reason| RegistryError::Protocol {
+            url: req.redacted(),
+            status,
+            reason,
+        })
+}

@@ -78,6 +78,8 @@ pub const DEFAULT_CHUNK: u64 = 64 * 1024 * 1024;
 /// again. Fewer, larger requests only pay on fast links, where 16 MiB
 /// chunks already run at line speed.
 pub const FORGEJO_CHUNK: u64 = 16 * 1024 * 1024;
+/// ghcr.io takes at most 4 MiB per upload request.
+pub const GHCR_CHUNK: u64 = 4 * 1024 * 1024;
 /// The idle bound while a request body is being sent (or a response body
 /// received): no byte moving for this long means the connection is dead.
 /// Cloudflare itself gives up on a connection idle for about 30 s.
@@ -231,11 +233,6 @@ impl Client {
         })
     }
 
-    /// The options in use.
-    pub fn options(&self) -> &ClientOptions {
-        &self.inner.opts
-    }
-
     /// For `login`: ask `GET /v2/` and follow its challenge with the
     /// credentials the source has for `registry` (Basic: a 200 with them;
     /// Bearer: the token service grants a token, for `repository:REPO:pull`
@@ -265,11 +262,7 @@ impl Client {
     /// configured insecure hosts, `https` otherwise. Docker Hub's API lives
     /// on `registry-1.docker.io`.
     pub fn base_url(&self, registry: &str) -> Result<Url> {
-        let host = if registry == "docker.io" {
-            "registry-1.docker.io"
-        } else {
-            registry
-        };
+        let host = crate::image::reference::api_host(registry);
         let insecure = is_loopback_host(host)
             || self.inner.opts.insecure_hosts.iter().any(|h| {
                 let h = normalize_registry_host(h);

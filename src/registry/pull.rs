@@ -9,10 +9,11 @@ use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
 
+use super::error::{read_body, rejected_or_protocol};
 use super::token::{AuthCtx, Scope};
 use super::{
     Client, FetchedManifest, MAX_MANIFEST, Redacted, RegistryError, Req, Result, Sent, error_chain,
-    header_str, read_error_body, read_limited, retry,
+    header_str, read_error_body, retry,
 };
 use crate::image::reference::RegistryRef;
 use crate::image::{ConfigFile, Descriptor, Digest, ImageDoc, Platform, media};
@@ -81,14 +82,7 @@ impl Client {
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str())
             .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
             .unwrap_or_default();
-        let bytes =
-            read_limited(resp, MAX_MANIFEST)
-                .await
-                .map_err(|reason| RegistryError::Protocol {
-                    url: req.redacted(),
-                    status: status.as_u16(),
-                    reason,
-                })?;
+        let bytes = read_body(&req, resp, MAX_MANIFEST).await?;
         let declared = (media::is_index(&content_type) || media::is_manifest(&content_type))
             .then_some(content_type.as_str());
         let doc = ImageDoc::parse(&format!("manifest {r}"), declared, &bytes).map_err(|e| {
@@ -373,28 +367,4 @@ impl Client {
 enum StreamError {
     Fatal(RegistryError),
     Transient(String),
-}
-
-/// A 4xx that is the registry speaking (JSON errors) becomes `Rejected`;
-/// anything else (HTML, a 200-range surprise) is a protocol error.
-pub(crate) fn rejected_or_protocol(
-    registry: &str,
-    what: String,
-    req: &Req,
-    body: super::ErrorBody,
-) -> RegistryError {
-    if body.code.is_some() {
-        RegistryError::Rejected {
-            registry: registry.to_owned(),
-            what,
-            url: req.redacted(),
-            body,
-        }
-    } else {
-        RegistryError::Protocol {
-            url: req.redacted(),
-            status: body.status,
-            reason: format!("while fetching {what}: {body}"),
-        }
-    }
 }

@@ -22,7 +22,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::pull::rejected_or_protocol;
+use super::error::rejected_or_protocol;
 use super::token::{AuthCtx, Scope};
 use super::upload::*;
 use super::{Client, RegistryError, Req, ReqBody, Result, Sent, header_str, read_error_body};

@@ -14,6 +14,7 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
+use super::error::answer_error;
 use super::token::AuthCtx;
 use super::{
     Client, ErrorBody, RegistryError, Req, ReqBody, Result, Sent, header_str, read_error_body,
@@ -580,22 +581,15 @@ impl Upload<'_> {
     }
 
     pub(super) fn unexpected_body(&self, req: &Req, body: ErrorBody) -> RegistryError {
-        if body.code.is_some() {
-            RegistryError::Rejected {
-                registry: self.target.registry.clone(),
-                what: format!("blob {} for {}", self.blob.digest, self.target.repo_name()),
-                url: req.redacted(),
-                body,
-            }
-        } else {
-            RegistryError::Protocol {
-                url: req.redacted(),
-                status: body.status,
-                reason: format!(
-                    "unexpected answer while uploading blob {}: {body}",
-                    self.blob.digest
-                ),
-            }
-        }
+        answer_error(
+            &self.target.registry,
+            format!("blob {} for {}", self.blob.digest, self.target.repo_name()),
+            req,
+            body,
+            &format!(
+                "unexpected answer while uploading blob {}",
+                self.blob.digest
+            ),
+        )
     }
 }

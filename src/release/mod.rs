@@ -47,7 +47,6 @@ impl App {
 #[derive(Debug)]
 pub struct Release {
     root: PathBuf,
-    source: PathBuf,
     name: String,
     version: String,
     erts_version: String,
@@ -93,7 +92,7 @@ impl Release {
                     source,
                 })
             })?;
-            return Release::read(root, path.to_owned(), None, Default::default());
+            return Release::read(root, None, Default::default());
         }
         if !meta.is_file() || !is_gzip(path)? {
             return Err(ReleaseError::UnknownKind {
@@ -138,12 +137,11 @@ impl Release {
             .into_iter()
             .filter_map(|(p, m)| Some((p.strip_prefix(&prefix).ok()?.to_owned(), m)))
             .collect();
-        Release::read(root, path.to_owned(), Some(tmp), special_modes)
+        Release::read(root, Some(tmp), special_modes)
     }
 
     fn read(
         root: PathBuf,
-        source: PathBuf,
         extracted: Option<tempfile::TempDir>,
         special_modes: BTreeMap<PathBuf, u32>,
     ) -> Result<Release, ReleaseError> {
@@ -270,7 +268,6 @@ impl Release {
             .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
         Ok(Release {
             root,
-            source,
             name,
             version,
             erts_version,
@@ -285,11 +282,6 @@ impl Release {
     /// The release directory (the extracted copy for a tarball).
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// What was opened: the directory or the tarball.
-    pub fn source(&self) -> &Path {
-        &self.source
     }
 
     /// The release name (`guildhall`).

@@ -82,7 +82,7 @@ impl Settings {
         let mut env: Vec<(String, String)> = vec![
             ("LANG".into(), "C.UTF-8".into()),
             ("MIX_ENV".into(), "prod".into()),
-            ("HOME".into(), APP_DIR.into()),
+            ("HOME".into(), crate::release::INSTALL_DIR.into()),
             // A release evaluates config/runtime.exs at boot and writes the
             // result under RELEASE_TMP: on a read-only root file system (a
             // restricted Pod) only /tmp (an emptyDir) is writable.
@@ -238,7 +238,7 @@ impl Settings {
 pub(super) fn buildkit_options(
     a: &crate::cli::BuildkitArgs,
 ) -> Result<crate::engine::buildkit::BuildkitOptions, SettingsError> {
-    use crate::engine::buildkit::{Builder, BuildkitOptions, SecretSpec};
+    use crate::engine::buildkit::{Builder, BuildkitOptions, EngineFlags, SecretSpec};
     let builder = match a.builder.as_deref() {
         Some(b) => Some(
             b.parse::<Builder>()
@@ -264,12 +264,14 @@ pub(super) fn buildkit_options(
         buildkit_host: a.buildkit_host.clone(),
         dockerfile: a.dockerfile.clone(),
         build_args,
-        secrets,
-        network: a.network.clone(),
-        platform: a.platform.clone(),
-        target: a.target.clone(),
-        no_cache: a.no_cache,
-        cache_from: a.cache_from.clone(),
-        cache_to: a.cache_to.clone(),
+        flags: EngineFlags {
+            secrets,
+            network: a.network.clone(),
+            platform: a.platform.clone(),
+            target: a.target.clone(),
+            no_cache: a.no_cache,
+            cache_from: a.cache_from.clone(),
+            cache_to: a.cache_to.clone(),
+        },
     })
 }

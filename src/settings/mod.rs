@@ -16,8 +16,6 @@ use crate::image::reference::{ImageRef, is_loopback_host, normalize_registry_hos
 pub const CONFIG_FILE: &str = "guildhall-image.toml";
 /// Base image when none is configured.
 pub const DEFAULT_BASE: &str = "debian:bookworm-slim";
-/// Where images are installed inside the image.
-pub const APP_DIR: &str = "/app";
 /// The image's user: `nobody:nogroup` on Debian, numeric so that a Pod with
 /// `runAsNonRoot: true` (the `restricted` profile) can verify it.
 pub const DEFAULT_USER: &str = "65534:65534";
@@ -31,13 +29,8 @@ pub fn is_numeric_user(user: &str) -> bool {
     let uid = parts.next();
     uid.is_some_and(|u| !u.is_empty()) && numeric(uid) && numeric(parts.next())
 }
-/// 64 MiB: comfortably under a CDN's 100 MB request-body cap.
-pub const DEFAULT_CHUNK: u64 = crate::registry::DEFAULT_CHUNK;
-/// The built-in Forgejo target's chunk: 16 MiB, to fit Cloudflare's windows
-/// (see [`crate::registry::FORGEJO_CHUNK`]).
-pub const FORGEJO_CHUNK: u64 = crate::registry::FORGEJO_CHUNK;
-/// ghcr.io takes at most 4 MiB per upload request.
-pub const GHCR_CHUNK: u64 = 4 * 1024 * 1024;
+
+use crate::registry::{DEFAULT_CHUNK, FORGEJO_CHUNK, GHCR_CHUNK};
 
 /// Invalid settings: which one, where it came from, why.
 #[derive(Debug, thiserror::Error)]

@@ -100,16 +100,10 @@ impl FromStr for SecretSpec {
     }
 }
 
-/// Everything an engine's command line is made from. Plain data.
-#[derive(Clone, Debug, Default)]
-pub struct BuildRequest {
-    /// The build context directory.
-    pub context: PathBuf,
-    /// The Dockerfile.
-    pub dockerfile: PathBuf,
-    /// `--build-arg`s, in order (a later one wins for the same key).
-    pub build_args: Vec<(String, String)>,
-    /// Secrets.
+/// The BuildKit flags that pass through to the engine unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineFlags {
+    /// `--secret id=…,src=…|env=…`.
     pub secrets: Vec<SecretSpec>,
     /// Network mode of `RUN` steps.
     pub network: Option<String>,
@@ -123,6 +117,19 @@ pub struct BuildRequest {
     pub cache_from: Vec<String>,
     /// Cache destinations, likewise.
     pub cache_to: Vec<String>,
+}
+
+/// Everything an engine's command line is made from. Plain data.
+#[derive(Clone, Debug, Default)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile.
+    pub dockerfile: PathBuf,
+    /// `--build-arg`s, in order (a later one wins for the same key).
+    pub build_args: Vec<(String, String)>,
+    /// Secrets, network, platform, target, cache: as the user gave them.
+    pub flags: EngineFlags,
     /// `--progress=plain` (stderr is not a terminal).
     pub plain_progress: bool,
 }
@@ -241,15 +248,15 @@ pub fn buildctl_command(
         a.push("--opt".into());
         a.push(format!("build-arg:{k}={v}").into());
     }
-    if let Some(t) = &req.target {
+    if let Some(t) = &req.flags.target {
         a.push("--opt".into());
         a.push(format!("target={t}").into());
     }
-    if let Some(p) = &req.platform {
+    if let Some(p) = &req.flags.platform {
         a.push("--opt".into());
         a.push(format!("platform={p}").into());
     }
-    if let Some(n) = &req.network {
+    if let Some(n) = &req.flags.network {
         a.push("--opt".into());
         a.push(format!("force-network-mode={n}").into());
         if n == "host" {
@@ -257,18 +264,18 @@ pub fn buildctl_command(
             a.push("network.host".into());
         }
     }
-    if req.no_cache {
+    if req.flags.no_cache {
         a.push("--no-cache".into());
     }
-    for s in &req.secrets {
+    for s in &req.flags.secrets {
         a.push("--secret".into());
         a.push(s.to_arg().into());
     }
-    for c in &req.cache_from {
+    for c in &req.flags.cache_from {
         a.push("--import-cache".into());
         a.push(cache_spec(c, false).into());
     }
-    for c in &req.cache_to {
+    for c in &req.flags.cache_to {
         a.push("--export-cache".into());
         a.push(cache_spec(c, true).into());
     }
@@ -288,11 +295,11 @@ pub fn buildctl_command(
 pub fn buildx_command(docker: &Path, req: &BuildRequest, output: &Output) -> Invocation {
     let mut a: Vec<OsString> = vec!["buildx".into(), "build".into()];
     common_docker_args(&mut a, req);
-    for c in &req.cache_from {
+    for c in &req.flags.cache_from {
         a.push("--cache-from".into());
         a.push(cache_spec(c, false).into());
     }
-    for c in &req.cache_to {
+    for c in &req.flags.cache_to {
         a.push("--cache-to".into());
         a.push(cache_spec(c, true).into());
     }
@@ -328,7 +335,7 @@ pub fn docker_build_command(
 ) -> Invocation {
     let mut a: Vec<OsString> = vec!["build".into()];
     common_docker_args(&mut a, req);
-    for c in &req.cache_from {
+    for c in &req.flags.cache_from {
         a.push("--cache-from".into());
         // Classic `docker build` takes image refs only.
         let r = c
@@ -356,23 +363,23 @@ fn common_docker_args(a: &mut Vec<OsString>, req: &BuildRequest) {
         a.push("--build-arg".into());
         a.push(format!("{k}={v}").into());
     }
-    for s in &req.secrets {
+    for s in &req.flags.secrets {
         a.push("--secret".into());
         a.push(s.to_arg().into());
     }
-    if let Some(n) = &req.network {
+    if let Some(n) = &req.flags.network {
         a.push("--network".into());
         a.push(n.into());
     }
-    if let Some(p) = &req.platform {
+    if let Some(p) = &req.flags.platform {
         a.push("--platform".into());
         a.push(p.into());
     }
-    if let Some(t) = &req.target {
+    if let Some(t) = &req.flags.target {
         a.push("--target".into());
         a.push(t.into());
     }
-    if req.no_cache {
+    if req.flags.no_cache {
         a.push("--no-cache".into());
     }
     a.push("--progress".into());

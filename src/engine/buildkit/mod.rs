@@ -65,8 +65,8 @@ use crate::settings::BuildSettings;
 use crate::vcs::Vcs;
 
 pub use command::{
-    BuildRequest, Invocation, Output, SecretSource, SecretSpec, buildctl_command, buildx_command,
-    cache_spec, docker_build_command,
+    BuildRequest, EngineFlags, Invocation, Output, SecretSource, SecretSpec, buildctl_command,
+    buildx_command, cache_spec, docker_build_command,
 };
 pub use context::{DOCKERFILE, DOCKERIGNORE, stage_context};
 pub use detect::{Detected, EngineEnv, Probe, SystemProbe, detect};
@@ -85,20 +85,8 @@ pub struct BuildkitOptions {
     pub dockerfile: Option<PathBuf>,
     /// `--build-arg KEY=VALUE`, in order.
     pub build_args: Vec<(String, String)>,
-    /// `--secret id=…,src=…|env=…`.
-    pub secrets: Vec<SecretSpec>,
-    /// Network mode of `RUN` steps.
-    pub network: Option<String>,
-    /// Target platform.
-    pub platform: Option<String>,
-    /// Stage to stop at.
-    pub target: Option<String>,
-    /// No build cache.
-    pub no_cache: bool,
-    /// Cache imports.
-    pub cache_from: Vec<String>,
-    /// Cache exports.
-    pub cache_to: Vec<String>,
+    /// What passes through to the engine.
+    pub flags: EngineFlags,
 }
 
 /// The engine that drives `docker/Dockerfile` through BuildKit.
@@ -296,18 +284,11 @@ pub fn build_blocking(
         build_args.push(("SOURCE_DATE_EPOCH".into(), e.to_string()));
     }
     build_args.extend(bk.build_args.iter().cloned());
-    let secrets = bk.secrets.clone();
     let req = BuildRequest {
         context,
         dockerfile,
         build_args,
-        secrets,
-        network: bk.network.clone(),
-        platform: bk.platform.clone(),
-        target: bk.target.clone(),
-        no_cache: bk.no_cache,
-        cache_from: bk.cache_from.clone(),
-        cache_to: bk.cache_to.clone(),
+        flags: bk.flags.clone(),
         plain_progress: !io::stderr().is_terminal() || progress.mode() != Mode::Bars,
     };
     let echo = progress.mode() != Mode::Quiet;
@@ -333,7 +314,7 @@ pub fn build_blocking(
             import_timed(layout, &archive, progress)?
         }
         (Builder::Buildx, true) | (Builder::Docker, _) => {
-            if !req.cache_to.is_empty() && engine.builder == Builder::Docker {
+            if !req.flags.cache_to.is_empty() && engine.builder == Builder::Docker {
                 progress.say("warning: --cache-to is ignored by `docker build` (use buildx or buildctl to export a build cache)");
             }
             let tag = temp_tag();

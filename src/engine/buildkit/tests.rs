@@ -16,16 +16,18 @@ fn req() -> BuildRequest {
             ("A".into(), "x".into()),
             ("SKIP_HEX".into(), "0".into()),
         ],
-        secrets: vec![
-            "id=hex,env=HEX_ORG_KEY".parse().unwrap(),
-            "id=npm,src=/run/npmrc".parse().unwrap(),
-        ],
-        network: Some("host".into()),
-        platform: Some("linux/amd64".into()),
-        target: Some("runner".into()),
-        no_cache: true,
-        cache_from: vec!["reg.example/cache:app".into()],
-        cache_to: vec!["type=registry,ref=reg.example/cache:app,mode=min".into()],
+        flags: EngineFlags {
+            secrets: vec![
+                "id=hex,env=HEX_ORG_KEY".parse().unwrap(),
+                "id=npm,src=/run/npmrc".parse().unwrap(),
+            ],
+            network: Some("host".into()),
+            platform: Some("linux/amd64".into()),
+            target: Some("runner".into()),
+            no_cache: true,
+            cache_from: vec!["reg.example/cache:app".into()],
+            cache_to: vec!["type=registry,ref=reg.example/cache:app,mode=min".into()],
+        },
         plain_progress: true,
     }
 }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use guildhall_image::image::RegistryRef;
-use guildhall_image::progress::Progress;
+
 use guildhall_image::registry::{ClientOptions, PushOptions};
 
 use crate::support::*;
@@ -45,17 +45,9 @@ async fn push_throughput_against_skopeo() {
         let c = client(anonymous(), ClientOptions::default());
         let target = RegistryRef::parse_repository(&format!("{}/bench/ours", reg.host)).unwrap();
         let t = Instant::now();
-        let report = push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        )
-        .await
-        .unwrap();
+        let report = push_v1(&c, &layout, &img, &target, &PushOptions::default())
+            .await
+            .unwrap();
         ours.push(t.elapsed());
         assert_eq!(report.uploaded(), 3);
         drop(reg);
@@ -91,17 +83,9 @@ async fn pushing_a_large_layer_keeps_memory_flat() {
     let c = client(anonymous(), ClientOptions::default());
     let target = RegistryRef::parse_repository(&format!("{}/bench/big", reg.host)).unwrap();
     let t = Instant::now();
-    let report = push_image(
-        &c,
-        &layout,
-        &img,
-        &target,
-        &["v1".into()],
-        &PushOptions::default(),
-        &Progress::hidden(),
-    )
-    .await
-    .unwrap();
+    let report = push_v1(&c, &layout, &img, &target, &PushOptions::default())
+        .await
+        .unwrap();
     println!(
         "pushed {mb} MiB in {:.2}s ({} blobs uploaded)",
         t.elapsed().as_secs_f64(),
@@ -134,17 +118,9 @@ async fn chunked_push_through_a_capped_proxy() {
         let c = client(anonymous(), ClientOptions::default());
         let target = RegistryRef::parse_repository(&format!("{}/bench/direct", reg.host)).unwrap();
         let t = Instant::now();
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        )
-        .await
-        .unwrap();
+        push_v1(&c, &layout, &img, &target, &PushOptions::default())
+            .await
+            .unwrap();
         direct.push(t.elapsed());
         drop(reg);
 
@@ -167,17 +143,9 @@ async fn chunked_push_through_a_capped_proxy() {
         );
         let target = RegistryRef::parse_repository(&format!("{host}/bench/proxied")).unwrap();
         let t = Instant::now();
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        )
-        .await
-        .unwrap();
+        push_v1(&c, &layout, &img, &target, &PushOptions::default())
+            .await
+            .unwrap();
         proxied.push(t.elapsed());
     }
     let (d, p) = (median(direct.clone()), median(proxied.clone()));

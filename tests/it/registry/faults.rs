@@ -23,21 +23,9 @@ async fn a_429_with_retry_after_is_waited_out_then_the_push_goes_on() {
     let c = client(anonymous(), fast_options());
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
     let started = Instant::now();
-    let report = within(
-        60,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .expect("the push succeeds after the 429s");
+    let report = push_v1(&c, &layout, &img, &target, &PushOptions::default())
+        .await
+        .expect("the push succeeds after the 429s");
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After: 1 was not honoured"
@@ -71,21 +59,9 @@ async fn a_connection_dropped_mid_patch_resumes_from_the_range_the_server_report
         },
     );
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
-    let report = within(
-        60,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .expect("the push resumes and succeeds");
+    let report = push_v1(&c, &layout, &img, &target, &PushOptions::default())
+        .await
+        .expect("the push resumes and succeeds");
     let log = fake.log();
     let dropped = log
         .iter()
@@ -131,21 +107,9 @@ async fn a_202_answer_to_a_mount_uploads_through_the_session_it_opened() {
         mount_from: vec!["base/runner".into()],
         ..PushOptions::default()
     };
-    let report = within(
-        60,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &opts,
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .expect("a 202 on mount is not an error");
+    let report = push_v1(&c, &layout, &img, &target, &opts)
+        .await
+        .expect("a 202 on mount is not an error");
     assert_eq!(report.uploaded(), 3);
     let posts: Vec<_> = fake
         .log()
@@ -216,21 +180,9 @@ async fn a_manifest_the_registry_rejects_shows_its_code_and_message() {
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[3000], 4);
     let c = client(anonymous(), fast_options());
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
-    let e = within(
-        60,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let e = push_v1(&c, &layout, &img, &target, &PushOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, RegistryError::Rejected { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("MANIFEST_INVALID: manifest invalid"), "{msg}");
@@ -400,21 +352,9 @@ async fn credentials_do_not_follow_an_upload_location_to_another_host_and_port()
         },
     );
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
-    let report = within(
-        60,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &push_opts(),
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .expect("the upload goes on at the other port, without credentials");
+    let report = push_v1(&c, &layout, &img, &target, &push_opts())
+        .await
+        .expect("the upload goes on at the other port, without credentials");
     assert_eq!(report.uploaded(), 3);
     let log = fake.log();
     let elsewhere: Vec<_> = log.iter().filter(|l| l.on_alias).collect();
@@ -505,21 +445,9 @@ async fn an_upload_whose_range_never_advances_fails_after_a_bounded_number_of_re
         },
     );
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
-    let e = within(
-        60,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &push_opts(),
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let e = push_v1(&c, &layout, &img, &target, &push_opts())
+        .await
+        .unwrap_err();
     assert!(matches!(e, RegistryError::BlobUpload { .. }), "{e:?}");
     assert!(e.to_string().contains("no progress"), "{e}");
     let patches = fake.log().iter().filter(|l| l.method == "PATCH").count();
@@ -557,17 +485,9 @@ async fn a_huge_or_absurd_expires_in_is_saturated_not_a_panic() {
         let c = client(anonymous(), fast_options());
         let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
         let pushed = tokio::spawn(async move {
-            push_image(
-                &c,
-                &layout,
-                &img,
-                &target,
-                &["v1".into()],
-                &PushOptions::default(),
-                &Progress::hidden(),
-            )
-            .await
-            .map(|r| r.digest)
+            push_v1(&c, &layout, &img, &target, &PushOptions::default())
+                .await
+                .map(|r| r.digest)
         });
         let r = within(60, "the push", pushed).await;
         assert!(r.is_ok(), "{token}: the client panicked: {r:?}");
@@ -594,21 +514,9 @@ async fn an_upload_status_that_counts_bytes_is_read_the_other_way_after_one_416(
         },
     );
     let target = RegistryRef::parse_repository(&format!("{}/team/app", fake.host())).unwrap();
-    let report = within(
-        60,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &push_opts(),
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .expect("the push resumes at the count");
+    let report = push_v1(&c, &layout, &img, &target, &push_opts())
+        .await
+        .expect("the push resumes at the count");
     let log = fake.log();
     let refused = log.iter().filter(|l| l.status == 416).count();
     assert_eq!(refused, 1, "one 416, then the other reading: {log:#?}");

@@ -66,21 +66,9 @@ async fn an_unknown_tag_or_a_missing_platform_is_bad_input_that_says_what_there_
     let (layout, img) = make_image(&tmp.path().join("l"), "v1", &[1000], 1);
     let c = client(reg.creds(PASSWORD), fast_options());
     let target = RegistryRef::parse_repository(&format!("{}/team/app", reg.host)).unwrap();
-    within(
-        30,
-        "the push",
-        push_image(
-            &c,
-            &layout,
-            &img,
-            &target,
-            &["v1".into()],
-            &PushOptions::default(),
-            &Progress::hidden(),
-        ),
-    )
-    .await
-    .unwrap();
+    push_v1(&c, &layout, &img, &target, &PushOptions::default())
+        .await
+        .unwrap();
 
     let cache = Layout::create_or_open(tmp.path().join("cache")).unwrap();
     let missing: RegistryRef = format!("{}/team/app:nope", reg.host).parse().unwrap();

@@ -15,7 +15,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,12 +115,7 @@ pub struct FaultyRegistry {
     threads: Vec<JoinHandle<()>>,
 }
 
-struct Request {
-    method: String,
-    path: String,
-    query: String,
-    headers: HashMap<String, String>,
-}
+use super::http::{Head as Request, query_param, read_head, reason};
 
 struct Reply {
     status: u16,
@@ -360,46 +355,6 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, on_alias: bool, stop: Arc<At
     }
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let target = parts.next()?.to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), q.to_owned()),
-        None => (target, String::new()),
-    };
-    Some(Request {
-        method,
-        path,
-        query,
-        headers,
-    })
-}
-
-fn query_param(q: &str, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
 fn range_header(len: usize) -> String {
     format!("0-{}", len.saturating_sub(1))
 }
@@ -599,21 +554,5 @@ fn upload(st: &mut State, req: &Request, name: &str, id: &str, body: &[u8]) -> R
             Reply::new(204)
         }
         _ => Reply::new(405),
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        416 => "Range Not Satisfiable",
-        429 => "Too Many Requests",
-        502 => "Bad Gateway",
-        _ => "Whatever",
     }
 }

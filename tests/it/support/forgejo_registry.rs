@@ -58,8 +58,9 @@
 //! request is logged so tests can assert what the client did.
 #![allow(dead_code)]
 
+use super::http::reason;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,6 +241,33 @@ struct Request {
     query: String,
     headers: HashMap<String, String>,
     content_length: u64,
+}
+
+/// A request head as Forgejo's router sees it: `stripSlashesMiddleware`
+/// (no trailing slash, no doubled slashes) applied to the path.
+fn read_head(r: &mut BufReader<TcpStream>) -> Option<Request> {
+    let head = super::http::read_head(r)?;
+    let mut path = String::new();
+    let mut prev = false;
+    for c in head.path.trim_end_matches('/').chars() {
+        if c != '/' || !prev {
+            path.push(c);
+        }
+        prev = c == '/';
+    }
+    let content_length = head
+        .headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    Some(Request {
+        method: head.method,
+        raw_path: head.path,
+        path,
+        query: head.query,
+        headers: head.headers,
+        content_length,
+    })
 }
 
 impl Request {
@@ -594,59 +622,8 @@ fn through_cdn(
     }
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let target = parts.next()?.to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let (raw_path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), q.to_owned()),
-        None => (target, String::new()),
-    };
-    // stripSlashesMiddleware: no trailing slash, no doubled slashes.
-    let mut path = String::new();
-    let mut prev = false;
-    for c in raw_path.trim_end_matches('/').chars() {
-        if c != '/' || !prev {
-            path.push(c);
-        }
-        prev = c == '/';
-    }
-    let content_length = headers
-        .get("content-length")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0);
-    Some(Request {
-        method,
-        raw_path,
-        path,
-        query,
-        headers,
-        content_length,
-    })
-}
-
 fn query_param(q: &str, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.trim().to_owned())
+    super::http::query_param(q, key).map(|v| v.trim().to_owned())
 }
 
 /// Who is asking: `verifyAuth` with `auth.Basic` then `container.Auth`.
@@ -1477,23 +1454,4 @@ fn tag_list(st: &State, owner: &str, image: &str) -> Reply {
     }))
     .unwrap_or_default();
     r
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Request Entity Too Large",
-        416 => "Requested Range Not Satisfiable",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        524 => "A Timeout Occurred",
-        _ => "Whatever",
-    }
 }

@@ -61,6 +61,30 @@ pub async fn push_image(
     .await
 }
 
+/// Push `img` under the tag `v1` with no progress display, within two minutes.
+pub async fn push_v1(
+    c: &Client,
+    layout: &Layout,
+    img: &TaggedImage,
+    target: &RegistryRef,
+    options: &PushOptions,
+) -> Result<PushReport, RegistryError> {
+    super::within(
+        120,
+        "the push",
+        push_image(
+            c,
+            layout,
+            img,
+            target,
+            &["v1".into()],
+            options,
+            &Progress::hidden(),
+        ),
+    )
+    .await
+}
+
 /// Deterministic incompressible bytes.
 struct Noise {
     rng: rand::rngs::SmallRng,

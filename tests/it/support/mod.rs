@@ -6,6 +6,7 @@
 
 pub mod faulty_registry;
 pub mod forgejo_registry;
+pub mod http;
 pub mod images;
 pub mod keyring;
 pub mod registry;
