@@ -151,8 +151,10 @@ download() {
 source_id() {
   (
     cd -- "$action_path"
-    find Cargo.toml Cargo.lock src build.rs -type f -print0 2>/dev/null | LC_ALL=C sort -z \
-      | xargs -0 sha256sum | sha256sum | cut -c1-12
+    local -a parts=()
+    local p
+    for p in Cargo.toml Cargo.lock build.rs src; do [ -e "$p" ] && parts+=("$p"); done
+    find "${parts[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12
   )
 }
 
