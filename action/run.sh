@@ -34,8 +34,10 @@
 # architecture) falls back to building this action's own source with cargo;
 # a binary whose sha256 does not match fails the step, and nothing is cached.
 # Cached under RUNNER_TOOL_CACHE/guildhall-image/X.Y.Z/<x64|arm64>/ with an
-# `<arch>.complete` marker, as @actions/tool-cache lays tools out; a cached
-# binary is checked against its recorded sha256 before use.
+# `<arch>.complete` marker, as @actions/tool-cache lays tools out (a source
+# build under X.Y.Z-source.<hash of the source>, since an unreleased version
+# changes with every commit); a cached binary is checked against its
+# recorded sha256 before use.
 set -euo pipefail
 
 here="$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
@@ -281,7 +283,7 @@ run_action() {
   fi
 
   bin="$(install_binary)"
-  echo "$(dirname -- "$bin")" >> "${GITHUB_PATH:-/dev/null}"
+  dirname -- "$bin" >> "${GITHUB_PATH:-/dev/null}"
   output binary "$bin"
 
   local -a tag_list=()

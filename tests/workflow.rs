@@ -155,9 +155,11 @@ impl ReleaseServer {
             cmd.arg("--serve-direct");
         }
         let child = cmd.spawn().expect("python3");
-        wait_for("the release server's port", Duration::from_secs(120), || {
-            port_file.exists()
-        });
+        wait_for(
+            "the release server's port",
+            Duration::from_secs(120),
+            || port_file.exists(),
+        );
         let port = std::fs::read_to_string(&port_file).unwrap();
         ReleaseServer {
             child,
@@ -188,10 +190,7 @@ impl ReleaseServer {
     fn publish_binary(&self, version: &str, binary: &[u8]) {
         let name = asset_name(version);
         let sums = format!("{}  {name}\n", sha256_hex(binary));
-        self.publish(
-            version,
-            &[(&name, binary), ("SHA256SUMS", sums.as_bytes())],
-        );
+        self.publish(version, &[(&name, binary), ("SHA256SUMS", sums.as_bytes())]);
     }
 
     /// Paths of the requests answered with `status`.
@@ -229,6 +228,21 @@ impl Drop for ReleaseServer {
 
 fn real_binary() -> Vec<u8> {
     std::fs::read(credentials_support::bin()).expect("the binary under test")
+}
+
+/// A small release "binary": a script that runs the binary under test
+/// (recording its arguments in `argv_log`, when given). The download tests
+/// use it so that they do not copy a 200 MB debug build around; `--version`
+/// is still the real binary's answer.
+fn wrapper_binary(argv_log: Option<&Path>) -> Vec<u8> {
+    let record = argv_log
+        .map(|l| format!("printf '%s\\n' \"$@\" >> '{}'\n", l.display()))
+        .unwrap_or_default();
+    format!(
+        "#!/bin/sh\n{record}exec '{}' \"$@\"\n",
+        credentials_support::bin().display()
+    )
+    .into_bytes()
 }
 
 // ---------------------------------------------------------------------------
@@ -353,7 +367,7 @@ impl ActRun {
         self.step(name)
             .lines()
             .filter_map(|l| l.split_once(&prefix).map(|(_, v)| v.trim().to_owned()))
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("step `{name}` set no output {key}:\n{}", self.step(name)))
     }
 
@@ -409,7 +423,9 @@ fn run_act(
     let event = tmp.join("event.json");
     std::fs::write(
         &event,
-        format!(r#"{{"ref": "refs/tags/{TAG}", "repository": {{"full_name": "tking/guildhall"}}}}"#),
+        format!(
+            r#"{{"ref": "refs/tags/{TAG}", "repository": {{"full_name": "tking/guildhall"}}}}"#
+        ),
     )
     .unwrap();
 
@@ -683,7 +699,10 @@ fn run_sh(sub: &str, action_path: &Path, env: &[(&str, String)]) -> Output {
         .arg(sub)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
         .env("GITHUB_ACTION_PATH", action_path)
         .stdin(Stdio::null());
     for (k, v) in env {
@@ -742,7 +761,7 @@ impl Runner {
 fn install_downloads_verifies_and_caches_the_binary_then_reuses_the_cache() {
     // Served through a redirect, as Forgejo does with object storage.
     let server = ReleaseServer::start(true);
-    let binary = real_binary();
+    let binary = wrapper_binary(None);
     server.publish_binary(version(), &binary);
     let runner = Runner::new();
     let env = runner.env(&server);
@@ -780,7 +799,7 @@ fn install_downloads_verifies_and_caches_the_binary_then_reuses_the_cache() {
 fn install_refuses_a_binary_whose_checksum_does_not_match_and_caches_nothing() {
     let server = ReleaseServer::start(false);
     let name = asset_name(version());
-    let binary = real_binary();
+    let binary = wrapper_binary(None);
     let sums = format!("{}  {name}\n", sha256_hex(b"something else"));
     server.publish(
         version(),
@@ -810,7 +829,7 @@ fn install_refuses_a_binary_whose_checksum_does_not_match_and_caches_nothing() {
 fn install_refuses_a_release_binary_that_is_another_version() {
     let server = ReleaseServer::start(false);
     // Release v9.9.9 holds this build (which says it is CARGO_PKG_VERSION).
-    server.publish_binary("9.9.9", &real_binary());
+    server.publish_binary("9.9.9", &wrapper_binary(None));
     let runner = Runner::new();
     let mut env = runner.env(&server);
     env.push(("GUILDHALL_ACTION_VERSION", "v9.9.9".into()));
@@ -865,7 +884,10 @@ fn an_unreleased_version_is_built_from_the_actions_own_source_and_cached() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("no release v0.0.7"), "{err}");
-    assert!(err.contains("building guildhall-image v0.0.7 from"), "{err}");
+    assert!(
+        err.contains("building guildhall-image v0.0.7 from"),
+        "{err}"
+    );
     let bin = PathBuf::from(text(&out.stdout).trim());
     assert!(
         bin.starts_with(runner.dir.path().join("tool-cache/guildhall-image"))
@@ -913,12 +935,7 @@ fn the_action_passes_credentials_in_the_environment_never_as_arguments_and_outpu
     // The release binary: the real one behind a wrapper that records the
     // arguments it is started with (its sha256 is what SHA256SUMS says).
     let argv_log = tmp.path().join("argv.log");
-    let wrapper = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\nexec '{}' \"$@\"\n",
-        argv_log.display(),
-        credentials_support::bin().display()
-    );
-    server.publish_binary(version(), wrapper.as_bytes());
+    server.publish_binary(version(), &wrapper_binary(Some(&argv_log)));
     let layout = tiny_layout(tmp.path(), "t1", "hello from the action test");
     let runner = Runner::new();
     let mut env = runner.env(&server);
@@ -953,8 +970,14 @@ fn the_action_passes_credentials_in_the_environment_never_as_arguments_and_outpu
         .manifest_digest("tking/guildhall", "t1")
         .expect("pushed");
     let argv = std::fs::read_to_string(&argv_log).unwrap();
-    assert!(argv.contains("push\n") && argv.contains("--digest-file\n"), "{argv}");
-    assert!(!argv.contains(&registry.password), "a secret in argv:\n{argv}");
+    assert!(
+        argv.contains("push\n") && argv.contains("--digest-file\n"),
+        "{argv}"
+    );
+    assert!(
+        !argv.contains(&registry.password),
+        "a secret in argv:\n{argv}"
+    );
 
     // The only place the password is printed is the mask command the runner
     // consumes.
@@ -1012,7 +1035,9 @@ fn the_action_runs_its_script_with_inputs_in_the_environment_only() {
     let text = std::fs::read_to_string(root().join("action.yml")).unwrap();
     let action: Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(action["runs"]["using"], "composite");
-    for input in ["version", "command", "args", "tag", "to", "username", "password"] {
+    for input in [
+        "version", "command", "args", "tag", "to", "username", "password",
+    ] {
         assert!(action["inputs"][input].is_mapping(), "input {input}");
     }
     for output in ["digest", "reference"] {
