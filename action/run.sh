@@ -93,8 +93,13 @@ install_into_cache() {
   sum="$(sha256_of "$bin")"
   install -m 0755 -- "$bin" "$tmp/guildhall-image"
   printf '%s\n' "$sum" > "$tmp/guildhall-image.sha256"
-  rm -rf -- "$dir" "$dir.complete"
-  mv -- "$tmp" "$dir"
+  rm -rf -- "$dir.complete" "$dir"
+  if ! mv -T -- "$tmp" "$dir" 2>/dev/null; then
+    # Another job on this runner filled the slot meanwhile: use it if whole.
+    rm -rf -- "$tmp"
+    [ "$(sha256_of "$dir/guildhall-image")" = "$(tr -d '[:space:]' < "$dir/guildhall-image.sha256")" ] \
+      || die "could not install into the tool cache at $dir"
+  fi
   : > "$dir.complete"
   printf '%s/guildhall-image' "$dir"
 }
