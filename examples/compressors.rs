@@ -10,13 +10,31 @@
 //! Each row is a set of tar streams (one per layer of a release), compressed
 //! one after the other in memory with `compress_in_memory` on `--threads`
 //! threads, the way the layer writer cuts them (1 MiB blocks unless the
-//! table says otherwise). Wall time is the median of `--runs`; CPU time (user
-//! + system, all threads) is given too, since this machine is shared and
-//! wall clock is noisy.
+//! table says otherwise). Wall time is the median of `--runs`; CPU time
+//! (user and system, all threads) is given too, since this machine is shared
+//! and wall clock is noisy.
 
+use std::io::Write as _;
 use std::time::Instant;
 
 use guildhall_image::compress::{Codec, compress_in_memory, zstd_mt_encoder};
+
+/// A line (or part of one) on stdout; a closed stdout ends the study
+/// quietly (the crate's lint bans println!, which panics then).
+macro_rules! say {
+    ($($a:tt)*) => {{
+        if writeln!(std::io::stdout(), $($a)*).is_err() {
+            std::process::exit(0)
+        }
+    }};
+}
+macro_rules! say_part {
+    ($($a:tt)*) => {{
+        if write!(std::io::stdout(), $($a)*).is_err() {
+            std::process::exit(0)
+        }
+    }};
+}
 
 struct Row {
     name: String,
@@ -75,11 +93,7 @@ fn run(mode: Mode, row: &Row, threads: usize) -> (u64, f64, f64) {
         };
         size += out.len() as u64;
     }
-    (
-        size,
-        t0.elapsed().as_secs_f64(),
-        cpu_seconds() - cpu0,
-    )
+    (size, t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -109,7 +123,7 @@ fn rss_probe(level: i32, workers: u32, file: &str) {
         .unwrap()
         .trim()
         .to_owned();
-    println!("zstd MT level {level}, {workers} workers: peak RSS {hwm}");
+    say!("zstd MT level {level}, {workers} workers: peak RSS {hwm}");
 }
 
 fn main() {
@@ -181,29 +195,37 @@ fn main() {
     };
     modes.extend(zs_blocks.iter().map(|&l| Mode::Blocks(Codec::Zstd(l), MIB)));
     for block in [4 * MIB, 16 * MIB] {
-        modes.extend([1, 3, 9].iter().map(|&l| Mode::Blocks(Codec::Zstd(l), block)));
+        modes.extend(
+            [1, 3, 9]
+                .iter()
+                .map(|&l| Mode::Blocks(Codec::Zstd(l), block)),
+        );
     }
     modes.extend(zs.iter().map(|&l| Mode::ZstdMt(l)));
 
     for row in &rows {
         let input: u64 = row.streams.iter().map(|s| s.len() as u64).sum();
-        println!(
+        say!(
             "\n### {}: {} layer tar streams, {:.1} MB uncompressed, {threads} threads, median of {runs}\n",
             row.name,
             row.streams.len(),
             input as f64 / 1e6
         );
         let peer = umoci.iter().find(|(r, _, _, _)| *r == row.name);
-        println!(
+        say!(
             "| compressor | level | block | MB/s (wall) | CPU s | compressed MB | ratio |{}",
-            if peer.is_some() { " vs umoci size |" } else { "" }
+            if peer.is_some() {
+                " vs umoci size |"
+            } else {
+                ""
+            }
         );
-        println!(
+        say!(
             "|---|---|---|---|---|---|---|{}",
             if peer.is_some() { "---|" } else { "" }
         );
         if let Some((_, bytes, secs, cpu)) = peer {
-            println!(
+            say!(
                 "| umoci insert (pgzip, default level; the whole insert: walk, compress, hash, write) | — | 256 KiB | {:.0} | {cpu:.2} | {:.2} | {:.3} | 1.000 |",
                 input as f64 / 1e6 / secs,
                 *bytes as f64 / 1e6,
@@ -225,7 +247,7 @@ fn main() {
             }
             let (name, level, block) = mode.label();
             let wall = median(walls);
-            print!(
+            say_part!(
                 "| {name} | {level} | {block} | {:.0} | {:.2} | {:.2} | {:.3} |",
                 input as f64 / 1e6 / wall,
                 median(cpus),
@@ -233,9 +255,9 @@ fn main() {
                 size as f64 / input as f64
             );
             if let Some((_, bytes, _, _)) = peer {
-                print!(" {:.3} |", size as f64 / *bytes as f64);
+                say_part!(" {:.3} |", size as f64 / *bytes as f64);
             }
-            println!();
+            say!();
         }
     }
 }

@@ -27,16 +27,20 @@ build() { "$bin" -q build --base "oci:$base:runner" --tag t --layout "$w/l" --re
 cold() { rm -rf "$w/l" "$w/cache/memo/diffid" "$w/cache/memo/preflight"; cp "$corpus/a/guildhall-0.1.0.tar.gz" "$w/fresh.tar.gz"; }
 
 cold; build "$w/fresh.tar.gz"     # warm: the base's preflight index
-cold
-perf record -q -e cpu-clock -F 4000 -o "$w/perf.data" -- "$bin" -q build --base "oci:$base:runner" --tag t \
-  --layout "$w/l" --release "$w/fresh.tar.gz" >/dev/null 2>"$w/perf.log"
-perf report -i "$w/perf.data" --stdio --sort dso,symbol 2>/dev/null | grep -v '^#' | grep . > "$w/report.txt"
+rm -rf "$w/dir"; mkdir -p "$w/dir"; tar -C "$w/dir" -xzf "$corpus/a/guildhall-0.1.0.tar.gz"
+for input in tarball directory; do
+  cold
+  release="$w/fresh.tar.gz"; [ "$input" = directory ] && release="$w/dir"
+  perf record -q -e cpu-clock -F 4000 -o "$w/perf.data" -- "$bin" -q build --base "oci:$base:runner" --tag t \
+    --layout "$w/l" --release "$release" >/dev/null 2>"$w/perf.log"
+  perf report -i "$w/perf.data" --stdio --sort dso,symbol 2>/dev/null | grep -v '^#' | grep . > "$w/report-$input.txt"
+  perf report -i "$w/perf.data" --stdio --sort dso 2>/dev/null | grep -v '^#' | grep . > "$w/dso-$input.txt"
+done
 
 cold
 strace -f -qq -T -e trace=fsync,fdatasync -o "$w/strace.txt" "$bin" -q build --base "oci:$base:runner" --tag t \
   --layout "$w/l" --release "$w/fresh.tar.gz" >/dev/null
 
-rm -rf "$w/dir"; mkdir -p "$w/dir"; tar -C "$w/dir" -xzf "$corpus/a/guildhall-0.1.0.tar.gz"
 hyperfine --runs "$runs" --warmup 1 --export-json "$w/detour.json" \
   --prepare "rm -rf $w/l $w/cache/memo/diffid $w/cache/memo/preflight; cp $corpus/a/guildhall-0.1.0.tar.gz $w/fresh.tar.gz" \
   -n tarball "$bin -q build --base oci:$base:runner --tag t --layout $w/l --release $w/fresh.tar.gz" \
@@ -56,28 +60,34 @@ groups = [
     ("memcpy / memmove / memset", r"memcpy|memmove|memset"),
     ("kernel: file writes, reads, page cache, fs", r"\[kernel"),
 ]
-totals = {g: 0.0 for g, _ in groups}
-other = 0.0
-others = []
-for line in open(os.path.join(w, "report.txt")):
-    m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
-    if not m:
-        continue
-    pct, dso, kind, sym = float(m.group(1)), m.group(2), m.group(3), m.group(4)
-    key = f"[kernel] {sym}" if kind == "k" else f"{dso} {sym}"
-    for g, rx in groups:
-        if re.search(rx, key):
-            totals[g] += pct
-            break
-    else:
-        other += pct
-        others.append((pct, key))
-print("| where (CPU samples, all threads) | share |")
-print("|---|---|")
-for g, _ in groups:
-    print(f"| {g} | {totals[g]:.1f}% |")
-print(f"| everything else | {other:.1f}% |")
-print("\ntop of everything else:", "; ".join(f"{k[:70]} {p:.1f}%" for p, k in sorted(others, reverse=True)[:8]))
+def shares(path):
+    totals = {g: 0.0 for g, _ in groups}
+    totals["everything else"] = 0.0
+    others = []
+    samples = 0
+    for line in open(path):
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
+        if not m:
+            continue
+        pct, dso, kind, sym = float(m.group(1)), m.group(2), m.group(3), m.group(4)
+        key = f"[kernel] {sym}" if kind == "k" else f"{dso} {sym}"
+        for g, rx in groups:
+            if re.search(rx, key):
+                totals[g] += pct
+                break
+        else:
+            totals["everything else"] += pct
+            others.append((pct, key))
+    return totals, others
+tar_t, tar_o = shares(os.path.join(w, "report-tarball.txt"))
+dir_t, dir_o = shares(os.path.join(w, "report-directory.txt"))
+print("| where (CPU samples, all threads) | build from the tarball | from the directory |")
+print("|---|---|---|")
+for g in tar_t:
+    print(f"| {g} | {tar_t[g]:.1f}% | {dir_t[g]:.1f}% |")
+print("\ntop of everything else (tarball):", "; ".join(f"{k[:60].strip()} {p:.1f}%" for p, k in sorted(tar_o, reverse=True)[:6]))
+kernel = [l for l in open(os.path.join(w, "report-tarball.txt")) if "[k]" in l][:5]
+print("top kernel symbols (tarball):", "; ".join(" ".join(l.split()[i] for i in (0, 3)) for l in kernel))
 fs = [float(x) for x in re.findall(r"<([\d.]+)>", open(os.path.join(w, "strace.txt")).read())]
 print(f"\nfsync/fdatasync: {len(fs)} calls, {sum(fs):.3f} s of wall time in them")
 r = {x["command"]: x for x in json.load(open(os.path.join(w, "detour.json")))["results"]}

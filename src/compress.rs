@@ -50,6 +50,9 @@ pub enum CompressError {
         /// The levels it has.
         range: &'static str,
     },
+    /// A block size under [`DICT_SIZE`] (blocks must hold a whole dictionary).
+    #[error("block size {0} is under 32 KiB")]
+    BlockSize(usize),
     /// The compressor failed (should not happen with a valid level).
     #[error("{codec} failed: {reason}")]
     Failed {
@@ -138,7 +141,9 @@ pub fn gzip_trailer(codec: Codec, crc: u32, total_len: u64) -> Vec<u8> {
 /// The CRC32 and length of a block's input, for the writer to combine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockOut {
-    /// CRC32 of the block's input.
+    /// CRC32 of the block's input, for [`Codec::Zlib`]'s one trailer; 0 for
+    /// the codecs whose blocks carry their own check (a gzip member's
+    /// trailer, a zstd frame's checksum).
     pub crc: u32,
     /// Length of the block's input.
     pub len: u64,
@@ -425,7 +430,9 @@ pub fn compress_in_memory(
     block_size: usize,
     threads: usize,
 ) -> Result<Vec<u8>, CompressError> {
-    assert!(block_size >= DICT_SIZE, "blocks of at least 32 KiB");
+    if block_size < DICT_SIZE {
+        return Err(CompressError::BlockSize(block_size));
+    }
     codec.check()?;
     // At least one block, so that an empty stream is still a valid member/frame.
     let blocks: Vec<&[u8]> = if input.is_empty() {
@@ -435,8 +442,8 @@ pub fn compress_in_memory(
     };
     let n = blocks.len();
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<(Vec<u8>, BlockOut), CompressError>>>> =
-        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    type Slot = std::sync::Mutex<Option<Result<(Vec<u8>, BlockOut), CompressError>>>;
+    let results: Vec<Slot> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads.max(1).min(n) {
             s.spawn(|| {
@@ -688,20 +695,38 @@ mod tests {
             })
             .collect();
         assert!(looks_incompressible(&noise));
-        let text = b"defmodule Guildhall.Greeting do\n  def hello, do: :world\nend\n".repeat(20_000);
+        let text =
+            b"defmodule Guildhall.Greeting do\n  def hello, do: :world\nend\n".repeat(20_000);
         assert!(!looks_incompressible(&text));
         for codec in all_codecs() {
             let bytes = compress_in_memory(codec, &noise, 1 << 20, 1).unwrap();
             // Stored: at most a few dozen bytes of framing over the input.
-            assert!(bytes.len() < noise.len() + 256, "{codec:?}: {}", bytes.len());
+            assert!(
+                bytes.len() < noise.len() + 256,
+                "{codec:?}: {}",
+                bytes.len()
+            );
         }
     }
 
     #[test]
-    fn levels_outside_a_codecs_range_are_refused() {
-        for bad in [Codec::Zlib(0), Codec::Zlib(10), Codec::Libdeflate(13), Codec::Zstd(0), Codec::Zstd(23)] {
-            assert!(matches!(BlockCompressor::new(bad), Err(CompressError::Level { .. })), "{bad:?}");
+    fn levels_outside_a_codecs_range_and_tiny_blocks_are_refused() {
+        for bad in [
+            Codec::Zlib(0),
+            Codec::Zlib(10),
+            Codec::Libdeflate(13),
+            Codec::Zstd(0),
+            Codec::Zstd(23),
+        ] {
+            assert!(
+                matches!(BlockCompressor::new(bad), Err(CompressError::Level { .. })),
+                "{bad:?}"
+            );
         }
+        assert!(matches!(
+            compress_in_memory(Codec::Zlib(6), b"x", 1000, 1),
+            Err(CompressError::BlockSize(1000))
+        ));
     }
 
     #[test]
