@@ -7,13 +7,18 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(
-  # real components the tests run (see shared/MACHINE.md)
+  # real components the tests run
   docker-registry apache2-utils skopeo umoci runc debootstrap nginx-light
   elixir erlang-dev docker.io hyperfine
   gnome-keyring dbus-x11 libsecret-tools keyutils
   # tests/support and fixtures scripts
   jq curl ca-certificates python3 python3-cryptography util-linux tar gzip
   coreutils findutils gawk procps iproute2 git time tmux
+  # the benchmark corpus (scripts/make-phoenix-corpus.sh): real JS, CSS, fonts;
+  # the compressor study and the time breakdown (valgrind, perf)
+  libjs-bootstrap5 libjs-jquery-ui libjs-highlight.js libjs-d3 fonts-font-awesome libjs-chart.js
+  libjs-codemirror libjs-moment libjs-lodash libjs-leaflet libjs-vue libjs-katex libjs-sortable
+  zstd valgrind
   # crates with C parts; musl-gcc for static builds (README "Static binaries")
   build-essential pkg-config musl-tools
 )

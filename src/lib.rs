@@ -7,6 +7,7 @@ pub mod archive;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod compress;
 pub mod credentials;
 pub mod engine;
 pub mod error;
