@@ -5,6 +5,7 @@ pub mod auth;
 pub mod build;
 pub mod cli;
 pub mod commands;
+pub mod debian;
 pub mod exit;
 pub mod image;
 pub mod layer;
