@@ -790,7 +790,8 @@ fn write_explicit_tar<W: Write>(
                     open = Some((source.as_path(), f));
                 }
                 let (_, f) = open.as_mut().expect("an open source");
-                io::Seek::seek(f, io::SeekFrom::Start(*offset)).map_err(io_err("reading", source))?;
+                io::Seek::seek(f, io::SeekFrom::Start(*offset))
+                    .map_err(io_err("reading", source))?;
                 write_header(out, &o, EntryType::Regular, dest, None, mode, *size)?;
                 let mut left = *size;
                 while left > 0 {
@@ -1536,15 +1537,31 @@ mod tests {
         let back = read_back(&bytes);
         assert_eq!(stats.entries, 5);
         let paths: Vec<&[u8]> = back.iter().map(|e| e.path.as_slice()).collect();
-        assert_eq!(paths, [&b"bin"[..], b"usr/", b"usr/bin/a", b"usr/bin/b", b"usr/bin/c"]);
-        assert_eq!((back[2].data.as_slice(), back[2].gid, back[2].mode), (&b"HELLO"[..], 43, 0o644));
-        assert_eq!((back[3].data.as_slice(), back[3].mode, back[3].mtime), (&b"WORLD"[..], 0o4755, 1));
+        assert_eq!(
+            paths,
+            [
+                &b"bin"[..],
+                b"usr/",
+                b"usr/bin/a",
+                b"usr/bin/b",
+                b"usr/bin/c"
+            ]
+        );
+        assert_eq!(
+            (back[2].data.as_slice(), back[2].gid, back[2].mode),
+            (&b"HELLO"[..], 43, 0o644)
+        );
+        assert_eq!(
+            (back[3].data.as_slice(), back[3].mode, back[3].mtime),
+            (&b"WORLD"[..], 0o4755, 1)
+        );
         assert_eq!(back[4].kind, EntryType::Link);
         assert_eq!(back[0].link.as_deref(), Some(&b"usr/bin"[..]));
         // The same entries in another order: the same bytes.
         let mut rev = entries.clone();
         rev.reverse();
-        let (_, again) = write_explicit_layer("pkgs", &rev, &small_blocks(1), Vec::new(), None).unwrap();
+        let (_, again) =
+            write_explicit_layer("pkgs", &rev, &small_blocks(1), Vec::new(), None).unwrap();
         assert_eq!(again, bytes);
         // A hard link to nothing earlier is refused.
         let bad = vec![ExplicitEntry {

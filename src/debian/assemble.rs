@@ -58,7 +58,9 @@ struct Unpacked {
 }
 
 fn unpack_all(debs: &[DebFile], cache: &Cache) -> Result<Vec<Unpacked>, DebianError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(debs.len().max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(debs.len().max(1));
     let chunks: Vec<Vec<(usize, &DebFile)>> = (0..threads)
         .map(|t| debs.iter().enumerate().skip(t).step_by(threads).collect())
         .collect();
@@ -72,7 +74,8 @@ fn unpack_all(debs: &[DebFile], cache: &Cache) -> Result<Vec<Unpacked>, DebianEr
                         .map(|(i, d)| {
                             let what = format!("{} {}", d.package.name, d.package.version);
                             let r = Deb::open(&d.path, &what).and_then(|deb| {
-                                let (_, entries) = data_entries(cache, &deb, &d.path, &d.sha256, &what)?;
+                                let (_, entries) =
+                                    data_entries(cache, &deb, &d.path, &d.sha256, &what)?;
                                 Ok(Unpacked {
                                     deb: d.clone(),
                                     control: deb.control,
@@ -112,7 +115,7 @@ pub fn write_layer<W: Write + Send>(
     let mut debs = req.debs.to_vec();
     debs.sort_by(|a, b| a.package.name.cmp(&b.package.name));
     let unpacked = unpack_all(&debs, req.cache)?;
-    let mut tree = Tree::new(&req.base.symlinks);
+    let mut tree = Tree::new(&req.base.symlinks).with_base_dirs(&req.base.dirs);
     if req.standalone {
         let dir = |package: &str| Entry {
             node: Node::Dir,
@@ -156,13 +159,8 @@ pub fn write_layer<W: Write + Send>(
     let scripts = maintainer::apply(&mut tree, &mut staging, &pkgs, req.base, req.standalone)?;
     staging.finish()?;
     let entries = tree.entries();
-    let (stats, out) = write_explicit_layer(
-        "debian packages",
-        &entries,
-        req.options,
-        out,
-        req.progress,
-    )?;
+    let (stats, out) =
+        write_explicit_layer("debian packages", &entries, req.options, out, req.progress)?;
     let report = LayerReport {
         packages: debs
             .iter()
@@ -173,6 +171,49 @@ pub fn write_layer<W: Write + Send>(
     };
     drop(staging);
     Ok((stats, out, report))
+}
+
+/// Bumped whenever the way this module lays packages out changes, so that
+/// remembered layers are not reused across such changes.
+const LAYOUT_VERSION: &str = "guildhall-image debian layer v1";
+
+/// What the layer of `req` will be, without building it: the sha256 of
+/// everything its bytes depend on (the `.deb`s' sha256, the base's
+/// symlinks, directories and dpkg `status`, the flags, the layer options that change
+/// bytes). Equal fingerprints give byte-identical layers, so a build can
+/// remember the diff ID under it (as it does for the release's layers) and
+/// skip unpacking when the layout already holds the layer.
+pub fn layer_fingerprint(req: &LayerRequest<'_>) -> crate::image::Digest {
+    let mut h = crate::image::Sha256Hasher::new();
+    let o = req.options;
+    h.update(
+        format!(
+            "{LAYOUT_VERSION}\n{} {} {} standalone={} slim={} arch={}\n",
+            o.level, o.block_size, o.mtime, req.standalone, req.slim, req.architecture
+        )
+        .as_bytes(),
+    );
+    let mut debs: Vec<&DebFile> = req.debs.iter().collect();
+    debs.sort_by(|a, b| a.package.name.cmp(&b.package.name));
+    for d in debs {
+        h.update(format!("deb {} {}\n", d.package.name, d.sha256).as_bytes());
+    }
+    for (p, t) in &req.base.symlinks {
+        h.update(b"link ");
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        h.update(t.as_os_str().as_encoded_bytes());
+        h.update(b"\n");
+    }
+    for d in &req.base.dirs {
+        h.update(b"dir ");
+        h.update(d.as_os_str().as_encoded_bytes());
+        h.update(b"\n");
+    }
+    if let Some(s) = &req.base.dpkg_status {
+        h.update(format!("status {}\n", super::fetch::Sha256::of(s)).as_bytes());
+    }
+    h.finish()
 }
 
 /// A one-line description of the layer for the image history.

@@ -3,7 +3,7 @@
 //! `status.d/`) and its symlinks (merged `/usr`: `bin -> usr/bin`, …),
 //! read from a root directory, from layer tars, or given as bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -44,6 +44,8 @@ pub struct BaseFacts {
     pub installed: BTreeMap<String, InstalledPackage>,
     /// Every symlink: path without leading `/` → target as stored.
     pub symlinks: BTreeMap<PathBuf, PathBuf>,
+    /// Every directory (path without leading `/`).
+    pub dirs: BTreeSet<PathBuf>,
     /// The bytes of `var/lib/dpkg/status`, when the base has one: the
     /// packages layer writes an updated copy so `dpkg -l` sees the
     /// packages it adds.
@@ -108,7 +110,7 @@ impl BaseFacts {
                 facts.add_dpkg_db(&p.display().to_string(), &bytes)?;
             }
         }
-        walk_symlinks(root, Path::new(""), &mut facts.symlinks)?;
+        walk(root, Path::new(""), &mut facts.symlinks, &mut facts.dirs)?;
         Ok(facts)
     }
 
@@ -118,6 +120,7 @@ impl BaseFacts {
         layers: impl IntoIterator<Item = (R, bool)>,
     ) -> Result<BaseFacts, DebianError> {
         let mut symlinks: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut db: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
         for (index, (reader, gzip)) in layers.into_iter().enumerate() {
             let what = format!("layer {index} of the base image");
@@ -135,15 +138,20 @@ impl BaseFacts {
                 let mut e = e.map_err(io)?;
                 let raw = e.path_bytes().into_owned();
                 let path = normalize(Path::new(std::ffi::OsStr::from_bytes(&raw)));
-                let name = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.as_bytes().to_vec())
+                    .unwrap_or_default();
                 if let Some(hidden) = name.strip_prefix(b".wh.") {
                     let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
                     if hidden == b".wh..opq" {
                         symlinks.retain(|p, _| !p.starts_with(&parent) || *p == parent);
+                        dirs.retain(|p| !p.starts_with(&parent) || *p == parent);
                         db.retain(|p, _| !p.starts_with(&parent));
                     } else {
                         let gone = parent.join(std::ffi::OsStr::from_bytes(hidden));
                         symlinks.retain(|p, _| !p.starts_with(&gone));
+                        dirs.retain(|p| !p.starts_with(&gone));
                         db.retain(|p, _| !p.starts_with(&gone));
                     }
                     continue;
@@ -152,6 +160,11 @@ impl BaseFacts {
                 symlinks.remove(&path);
                 db.remove(&path);
                 let kind = e.header().entry_type();
+                if kind.is_dir() {
+                    dirs.insert(path);
+                    continue;
+                }
+                dirs.remove(&path);
                 if kind.is_symlink() {
                     if let Some(t) = e.link_name().map_err(io)? {
                         symlinks.insert(path, t.into_owned());
@@ -162,13 +175,17 @@ impl BaseFacts {
                             && path.extension().is_none_or(|x| x != "md5sums")))
                 {
                     let mut bytes = Vec::new();
-                    e.by_ref().take(256 << 20).read_to_end(&mut bytes).map_err(io)?;
+                    e.by_ref()
+                        .take(256 << 20)
+                        .read_to_end(&mut bytes)
+                        .map_err(io)?;
                     db.insert(path, bytes);
                 }
             }
         }
         let mut facts = BaseFacts {
             symlinks,
+            dirs,
             ..BaseFacts::default()
         };
         for (path, bytes) in db {
@@ -209,10 +226,11 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
         .collect()
 }
 
-fn walk_symlinks(
+fn walk(
     root: &Path,
     rel: &Path,
     out: &mut BTreeMap<PathBuf, PathBuf>,
+    dirs: &mut BTreeSet<PathBuf>,
 ) -> Result<(), DebianError> {
     let dir = root.join(rel);
     let Ok(rd) = fs::read_dir(&dir) else {
@@ -220,13 +238,21 @@ fn walk_symlinks(
     };
     for e in rd {
         let e = e.map_err(DebianError::io("listing", &dir))?;
-        let ft = e.file_type().map_err(DebianError::io("reading", e.path()))?;
+        let ft = e
+            .file_type()
+            .map_err(DebianError::io("reading", e.path()))?;
         let child = rel.join(e.file_name());
         if ft.is_symlink() {
             let t = fs::read_link(e.path()).map_err(DebianError::io("reading link", e.path()))?;
             out.insert(child, t);
-        } else if ft.is_dir() && !(rel.as_os_str().is_empty() && e.file_name() == "proc") {
-            walk_symlinks(root, &child, out)?;
+        } else if ft.is_dir() {
+            dirs.insert(child.clone());
+            // Kernel file systems of a chroot are not the image's.
+            let virtual_fs = rel.as_os_str().is_empty()
+                && ["proc", "sys", "dev"].iter().any(|v| e.file_name() == *v);
+            if !virtual_fs {
+                walk(root, &child, out, dirs)?;
+            }
         }
     }
     Ok(())
@@ -249,8 +275,11 @@ mod tests {
         assert_eq!(f.installed["mawk"].provides[0].name, "awk");
         assert!(f.installed["mawk"].essential);
         // A distroless status.d entry has no Status: it is installed.
-        f.add_dpkg_db("status.d/tzdata", b"Package: tzdata\nVersion: 2024a\nArchitecture: all\n")
-            .unwrap();
+        f.add_dpkg_db(
+            "status.d/tzdata",
+            b"Package: tzdata\nVersion: 2024a\nArchitecture: all\n",
+        )
+        .unwrap();
         assert!(f.installed.contains_key("tzdata"));
     }
 
@@ -276,14 +305,18 @@ mod tests {
             }
             b.into_inner().unwrap()
         }
-        let status = b"Package: libc6\nStatus: install ok installed\nVersion: 2.36\nArchitecture: amd64\n";
+        let status =
+            b"Package: libc6\nStatus: install ok installed\nVersion: 2.36\nArchitecture: amd64\n";
         let l0 = layer(&[
             ("bin", Some("usr/bin"), b""),
             ("lib", Some("usr/lib"), b""),
             ("opt/x", Some("y"), b""),
             ("var/lib/dpkg/status", None, status),
         ]);
-        let l1 = layer(&[("opt/.wh.x", None, b""), ("usr/bin/awk", Some("/etc/alternatives/awk"), b"")]);
+        let l1 = layer(&[
+            ("opt/.wh.x", None, b""),
+            ("usr/bin/awk", Some("/etc/alternatives/awk"), b""),
+        ]);
         let f = BaseFacts::from_layers([(l0.as_slice(), false), (l1.as_slice(), false)]).unwrap();
         let links: Vec<_> = f.symlinks.keys().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(links, ["bin", "lib", "usr/bin/awk"]);

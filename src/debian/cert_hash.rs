@@ -60,9 +60,16 @@ const VISIBLE: u8 = 0x1a;
 fn canon_string(tag: u8, v: &[u8]) -> Option<Vec<u8>> {
     let utf8: Vec<u8> = match tag {
         UTF8 | PRINTABLE | IA5 | VISIBLE => v.to_vec(),
-        T61 => v.iter().map(|&b| char::from(b)).collect::<String>().into_bytes(),
+        T61 => v
+            .iter()
+            .map(|&b| char::from(b))
+            .collect::<String>()
+            .into_bytes(),
         BMP => {
-            let units: Vec<u16> = v.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])).collect();
+            let units: Vec<u16> = v
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                .collect();
             String::from_utf16_lossy(&units).into_bytes()
         }
         UNIVERSAL => v
@@ -78,7 +85,10 @@ fn canon_string(tag: u8, v: &[u8]) -> Option<Vec<u8>> {
     };
     let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
     let start = utf8.iter().position(|&b| !space(b)).unwrap_or(utf8.len());
-    let end = utf8.iter().rposition(|&b| !space(b)).map_or(start, |i| i + 1);
+    let end = utf8
+        .iter()
+        .rposition(|&b| !space(b))
+        .map_or(start, |i| i + 1);
     let mut out = Vec::with_capacity(end - start);
     let mut i = start;
     while i < end {
@@ -204,9 +214,18 @@ mod tests {
 
     #[test]
     fn canonical_strings_trim_collapse_and_lower_case_ascii_only() {
-        assert_eq!(canon_string(PRINTABLE, b"  Foo   Bar CA ").unwrap(), b"foo bar ca");
-        assert_eq!(canon_string(UTF8, "Ünï  Çode".as_bytes()).unwrap(), "Ünï çode".as_bytes());
-        assert_eq!(canon_string(BMP, &[0, b'A', 0, b' ', 0, b'b']).unwrap(), b"a b");
+        assert_eq!(
+            canon_string(PRINTABLE, b"  Foo   Bar CA ").unwrap(),
+            b"foo bar ca"
+        );
+        assert_eq!(
+            canon_string(UTF8, "Ünï  ÇODE".as_bytes()).unwrap(),
+            "Ünï Çode".as_bytes()
+        );
+        assert_eq!(
+            canon_string(BMP, &[0, b'A', 0, b' ', 0, b'b']).unwrap(),
+            b"a b"
+        );
         assert_eq!(canon_string(T61, &[0xe9, b'X']).unwrap(), "éx".as_bytes());
         assert!(canon_string(0x12, b"123").is_none());
     }

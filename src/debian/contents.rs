@@ -62,8 +62,10 @@ pub fn find_files(
         .and_then(|_| std::fs::read(&tmp).map_err(DebianError::io("reading", &tmp)));
     let _ = std::fs::remove_file(&tmp);
     let release = Release::verify(&bytes?, &shown, &name, &sources.keyring, now)?;
-    let mut out: BTreeMap<String, Vec<ContentsMatch>> =
-        queries.iter().map(|q| ((*q).to_owned(), Vec::new())).collect();
+    let mut out: BTreeMap<String, Vec<ContentsMatch>> = queries
+        .iter()
+        .map(|q| ((*q).to_owned(), Vec::new()))
+        .collect();
     for component in &sources.components {
         let base = format!("{component}/Contents-{}", sources.architecture);
         let Some((path, entry)) = [".gz", ""].iter().find_map(|ext| {
@@ -110,6 +112,46 @@ pub fn find_files(
     Ok(out)
 }
 
+/// Debian's multiarch triplet of an architecture (`amd64` →
+/// `x86_64-linux-gnu`): the library directories are named after it.
+pub fn multiarch_triplet(architecture: &str) -> Option<&'static str> {
+    Some(match architecture {
+        "amd64" => "x86_64-linux-gnu",
+        "arm64" => "aarch64-linux-gnu",
+        "armhf" => "arm-linux-gnueabihf",
+        "i386" => "i386-linux-gnu",
+        "ppc64el" => "powerpc64le-linux-gnu",
+        "s390x" => "s390x-linux-gnu",
+        "riscv64" => "riscv64-linux-gnu",
+        _ => return None,
+    })
+}
+
+/// The package that ships a shared library where the dynamic linker looks
+/// for it (`usr/lib/TRIPLET`, `lib/TRIPLET`, then `usr/lib`, `lib`), among
+/// the matches of a file-name query; debug symbols and other copies
+/// elsewhere are ignored.
+pub fn library_package<'a>(matches: &'a [ContentsMatch], architecture: &str) -> Option<&'a str> {
+    let t = multiarch_triplet(architecture).unwrap_or("");
+    let dirs = [
+        format!("usr/lib/{t}/"),
+        format!("lib/{t}/"),
+        "usr/lib/".to_owned(),
+        "lib/".to_owned(),
+    ];
+    dirs.iter().find_map(|d| {
+        matches
+            .iter()
+            .find(|m| {
+                m.path
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|rest| !rest.contains('/'))
+            })
+            .and_then(|m| m.packages.first())
+            .map(String::as_str)
+    })
+}
+
 /// Scan a `Contents` stream (`PATH   section/pkg,section/pkg` lines).
 pub fn scan<R: BufRead>(
     mut reader: R,
@@ -117,11 +159,15 @@ pub fn scan<R: BufRead>(
     out: &mut BTreeMap<String, Vec<ContentsMatch>>,
 ) -> Result<(), DebianError> {
     // A file-name query only needs lines ending in it: a cheap pre-check.
-    let names: Vec<(String, String)> = out
+    let names: Vec<(String, memchr::memmem::Finder<'static>)> = out
         .keys()
         .map(|q| {
             let q2 = q.trim_start_matches('/');
-            (q.clone(), q2.rsplit('/').next().unwrap_or(q2).to_owned())
+            let base = q2.rsplit('/').next().unwrap_or(q2);
+            (
+                q.clone(),
+                memchr::memmem::Finder::new(base.as_bytes()).into_owned(),
+            )
         })
         .collect();
     let mut line = Vec::with_capacity(256);
@@ -136,7 +182,7 @@ pub fn scan<R: BufRead>(
         if n == 0 {
             break;
         }
-        if !names.iter().any(|(_, base)| memfind(&line, base.as_bytes())) {
+        if !names.iter().any(|(_, f)| f.find(&line).is_some()) {
             continue;
         }
         let text = String::from_utf8_lossy(&line);
@@ -159,10 +205,6 @@ pub fn scan<R: BufRead>(
         }
     }
     Ok(())
-}
-
-fn memfind(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -191,7 +233,15 @@ mod tests {
         );
         assert_eq!(out["libcrypto.so.3"].len(), 2);
         assert_eq!(out["with space.txt"][0].packages, ["a", "b"]);
-        assert_eq!(out["with space.txt"][0].path, "usr/share/doc/a b/with space.txt");
+        assert_eq!(
+            out["with space.txt"][0].path,
+            "usr/share/doc/a b/with space.txt"
+        );
         assert!(out["libnothing.so.1"].is_empty());
+        assert_eq!(
+            library_package(&out["libcrypto.so.3"], "amd64"),
+            Some("libssl3")
+        );
+        assert_eq!(library_package(&out["libnothing.so.1"], "amd64"), None);
     }
 }

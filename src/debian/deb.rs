@@ -45,10 +45,15 @@ impl Compression {
     }
 
     /// `reader`, decompressed.
-    pub fn reader<'a, R: Read + Send + 'a>(self, reader: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    pub fn reader<'a, R: Read + Send + 'a>(
+        self,
+        reader: R,
+    ) -> io::Result<Box<dyn Read + Send + 'a>> {
         Ok(match self {
             Compression::None => Box::new(reader),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(reader))),
+            Compression::Gzip => {
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(reader)))
+            }
             Compression::Xz => Box::new(lzma_rust2::XzReader::new(BufReader::new(reader), true)),
             Compression::Zstd => Box::new(
                 ruzstd::decoding::StreamingDecoder::new(BufReader::new(reader))
@@ -125,7 +130,10 @@ fn ar_members(file: &mut File, what: &str) -> Result<Vec<Member>, DebianError> {
             .ok_or_else(|| bad(what, format!("ar member {name:?} has no size")))?;
         let offset = pos + 60;
         if offset + size > len {
-            return Err(bad(what, format!("ar member {name:?} runs past the end of the file")));
+            return Err(bad(
+                what,
+                format!("ar member {name:?} runs past the end of the file"),
+            ));
         }
         out.push(Member { name, offset, size });
         pos = offset + size + (size & 1);
@@ -149,7 +157,11 @@ impl Deb {
         }
         let mut version = String::new();
         file.seek(SeekFrom::Start(first.offset))
-            .and_then(|_| (&mut file).take(first.size.min(64)).read_to_string(&mut version))
+            .and_then(|_| {
+                (&mut file)
+                    .take(first.size.min(64))
+                    .read_to_string(&mut version)
+            })
             .map_err(|e| bad(what, format!("reading debian-binary: {e}")))?;
         if !version.trim_end().starts_with("2.") {
             return Err(bad(what, format!("format {:?} is not 2.x", version.trim())));
@@ -193,7 +205,11 @@ impl Deb {
     }
 }
 
-fn read_control<R: Read + Send>(comp: Compression, raw: R, what: &str) -> Result<Control, DebianError> {
+fn read_control<R: Read + Send>(
+    comp: Compression,
+    raw: R,
+    what: &str,
+) -> Result<Control, DebianError> {
     let reader = comp
         .reader(raw)
         .map_err(|e| bad(what, format!("control.tar: {e}")))?;
@@ -277,7 +293,10 @@ pub(crate) mod tests {
     #[test]
     fn a_deb_gives_its_control_files_and_streams_its_data() {
         let control = tar_gz(&[
-            ("./control", b"Package: hello\nVersion: 1.0\nArchitecture: all\n"),
+            (
+                "./control",
+                b"Package: hello\nVersion: 1.0\nArchitecture: all\n",
+            ),
             ("./md5sums", b"abc  usr/bin/hello\n"),
             ("./postinst", b"#!/bin/sh\nexit 0\n"),
         ]);
@@ -309,7 +328,10 @@ pub(crate) mod tests {
         let p = dir.path().join("x.deb");
         for (bytes, want) in [
             (b"hello".to_vec(), "not an ar archive"),
-            (ar(&[("other", b"x")]), "the first member is not debian-binary"),
+            (
+                ar(&[("other", b"x")]),
+                "the first member is not debian-binary",
+            ),
             (ar(&[("debian-binary", b"3.0\n")]), "is not 2.x"),
             (ar(&[("debian-binary", b"2.0\n")]), "no control.tar member"),
         ] {
@@ -317,7 +339,10 @@ pub(crate) mod tests {
             let e = Deb::open(&p, "x 1.0").unwrap_err().to_string();
             assert!(e.starts_with("x 1.0: ") && e.contains(want), "{e}");
         }
-        let mut cut = ar(&[("debian-binary", b"2.0\n"), ("control.tar.gz", b"0123456789")]);
+        let mut cut = ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.gz", b"0123456789"),
+        ]);
         cut.truncate(cut.len() - 4);
         std::fs::write(&p, &cut).unwrap();
         let e = Deb::open(&p, "x 1.0").unwrap_err().to_string();

@@ -118,7 +118,9 @@ pub enum DebianError {
         reason: String,
     },
     /// `--locked` and the lock would have to change.
-    #[error("lock file {path} is out of date ({reason}); run without --locked (or with --update-packages) to update it")]
+    #[error(
+        "lock file {path} is out of date ({reason}); run without --locked (or with --update-packages) to update it"
+    )]
     LockOutdated {
         /// Its path.
         path: PathBuf,
@@ -126,7 +128,9 @@ pub enum DebianError {
         reason: String,
     },
     /// A locked package is no longer on the mirror.
-    #[error("{package} {version} is no longer on {url}; the snapshot archive keeps it: use --debian-mirror {snapshot} (its files: {snapshot_package})")]
+    #[error(
+        "{package} {version} is no longer on {url}; the snapshot archive keeps it: use --debian-mirror {snapshot} (its files: {snapshot_package})"
+    )]
     Gone {
         /// The package.
         package: String,
@@ -159,7 +163,10 @@ pub enum DebianError {
 }
 
 impl DebianError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| DebianError::Io {
             action,

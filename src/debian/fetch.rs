@@ -178,7 +178,9 @@ impl Cache {
 
     /// Where the unpacked `data.tar` of the `.deb` with this sha256 lives.
     pub(crate) fn data_path(&self, deb_sha: &Sha256) -> PathBuf {
-        self.root.join("data").join(format!("{}.tar", deb_sha.hex()))
+        self.root
+            .join("data")
+            .join(format!("{}.tar", deb_sha.hex()))
     }
 
     /// A new file under `tmp/` (the caller renames or removes it).
@@ -339,7 +341,10 @@ mod tests {
             .fetch(&f, &[Url::parse("http://m/x.deb").unwrap()], &want)
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("x 1.0") && msg.contains("http://m/x.deb"), "{msg}");
+        assert!(
+            msg.contains("x 1.0") && msg.contains("http://m/x.deb"),
+            "{msg}"
+        );
         assert!(msg.contains(&Sha256::of(b"evil").hex()), "{msg}");
         assert!(cache.get(&want).is_none());
     }

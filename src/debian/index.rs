@@ -80,7 +80,11 @@ impl Sources {
             suite: suite.to_owned(),
             architecture: architecture.to_owned(),
             components: vec!["main".into()],
-            pockets: vec![PocketKind::Release, PocketKind::Updates, PocketKind::Security],
+            pockets: vec![
+                PocketKind::Release,
+                PocketKind::Updates,
+                PocketKind::Security,
+            ],
             keyring: Keyring::debian(),
         }
     }
@@ -135,15 +139,16 @@ impl MultiArch {
 }
 
 /// One binary package of an index, with what resolution and download need.
-/// Relation fields are kept as written and parsed when visited.
+/// Relation fields are kept as written and parsed when visited; the text
+/// fields share one allocation (an index holds tens of thousands of these,
+/// and memory must stay bounded).
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    /// `Package`.
-    pub name: String,
+    /// name, architecture, Depends, Pre-Depends, Conflicts, Breaks, Filename.
+    text: Box<str>,
+    ends: [u32; 7],
     /// `Version`.
     pub version: Version,
-    /// `Architecture` (ours or `all`).
-    pub architecture: String,
     /// `Multi-Arch`.
     pub multi_arch: MultiArch,
     /// `Essential: yes`.
@@ -152,22 +157,131 @@ pub struct Candidate {
     pub priority: u8,
     /// The pocket's index in [`Archive::pockets`].
     pub pocket: usize,
-    /// `Depends`, as written.
-    pub depends: Box<str>,
-    /// `Pre-Depends`, as written.
-    pub pre_depends: Box<str>,
-    /// `Conflicts`, as written.
-    pub conflicts: Box<str>,
-    /// `Breaks`, as written.
-    pub breaks: Box<str>,
     /// `Provides`, parsed.
     pub provides: Vec<Provided>,
-    /// `Filename` (the pool path).
-    pub filename: String,
     /// `Size`.
     pub size: u64,
     /// `SHA256`.
     pub sha256: Sha256,
+}
+
+/// The text fields of a [`Candidate`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CandidateText<'a> {
+    /// `Package`.
+    pub name: &'a str,
+    /// `Architecture` (ours or `all`).
+    pub architecture: &'a str,
+    /// `Depends`, as written.
+    pub depends: &'a str,
+    /// `Pre-Depends`, as written.
+    pub pre_depends: &'a str,
+    /// `Conflicts`, as written.
+    pub conflicts: &'a str,
+    /// `Breaks`, as written.
+    pub breaks: &'a str,
+    /// `Filename` (the pool path).
+    pub filename: &'a str,
+}
+
+/// The other fields of a [`Candidate`], as [`Candidate::new`] takes them.
+#[derive(Clone, Debug)]
+pub struct CandidateInfo {
+    /// `Version`.
+    pub version: Version,
+    /// `Multi-Arch`.
+    pub multi_arch: MultiArch,
+    /// `Essential: yes`.
+    pub essential: bool,
+    /// `Priority`, ranked.
+    pub priority: u8,
+    /// The pocket's index.
+    pub pocket: usize,
+    /// `Provides`.
+    pub provides: Vec<Provided>,
+    /// `Size`.
+    pub size: u64,
+    /// `SHA256`.
+    pub sha256: Sha256,
+}
+
+impl Candidate {
+    /// A candidate from its fields.
+    pub fn new(text: CandidateText<'_>, info: CandidateInfo) -> Candidate {
+        let CandidateInfo {
+            version,
+            multi_arch,
+            essential,
+            priority,
+            pocket,
+            provides,
+            size,
+            sha256,
+        } = info;
+        let parts = [
+            text.name,
+            text.architecture,
+            text.depends,
+            text.pre_depends,
+            text.conflicts,
+            text.breaks,
+            text.filename,
+        ];
+        let mut all = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 7];
+        for (i, p) in parts.iter().enumerate() {
+            all.push_str(p);
+            ends[i] = u32::try_from(all.len()).unwrap_or(u32::MAX);
+        }
+        Candidate {
+            text: all.into_boxed_str(),
+            ends,
+            version,
+            multi_arch,
+            essential,
+            priority,
+            pocket,
+            provides,
+            size,
+            sha256,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    /// `Package`.
+    pub fn name(&self) -> &str {
+        self.part(0)
+    }
+    /// `Architecture` (ours or `all`).
+    pub fn architecture(&self) -> &str {
+        self.part(1)
+    }
+    /// `Depends`, as written.
+    pub fn depends(&self) -> &str {
+        self.part(2)
+    }
+    /// `Pre-Depends`, as written.
+    pub fn pre_depends(&self) -> &str {
+        self.part(3)
+    }
+    /// `Conflicts`, as written.
+    pub fn conflicts(&self) -> &str {
+        self.part(4)
+    }
+    /// `Breaks`, as written.
+    pub fn breaks(&self) -> &str {
+        self.part(5)
+    }
+    /// `Filename` (the pool path).
+    pub fn filename(&self) -> &str {
+        self.part(6)
+    }
 }
 
 fn priority_rank(p: Option<&str>) -> u8 {
@@ -198,9 +312,9 @@ pub struct Archive {
     pub sources: Sources,
     /// The pockets, in the order of `sources.pockets`.
     pub pockets: Vec<Pocket>,
-    /// Every candidate of every pocket.
+    /// Every candidate of every pocket, sorted by name, then version
+    /// (highest first), then pocket.
     pub packages: Vec<Candidate>,
-    by_name: HashMap<String, Vec<usize>>,
     providers: HashMap<String, Vec<usize>>,
 }
 
@@ -213,37 +327,63 @@ impl Archive {
         sources: &Sources,
         now: SystemTime,
     ) -> Result<Archive, DebianError> {
-        let loaded: Vec<Result<(Pocket, Vec<Candidate>), DebianError>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = sources
-                    .pockets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &kind)| {
-                        s.spawn(move || load_pocket(fetch, cache, sources, kind, i, now))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
+        // Downloads and signature checks in parallel; parsing in this
+        // thread, one index at a time, so memory holds one parse at once.
+        let loaded: Vec<Result<Fetched, DebianError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = sources
+                .pockets
+                .iter()
+                .map(|&kind| s.spawn(move || load_pocket(fetch, cache, sources, kind, now)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let loaded: Vec<Fetched> = loaded.into_iter().collect::<Result<_, _>>()?;
+        let estimate: u64 = loaded
+            .iter()
+            .flat_map(|(_, ix)| ix.iter())
+            .map(|(_, _, _, plain)| plain.unwrap_or(0) / MIN_PARAGRAPH + 16)
+            .sum();
         let mut pockets = Vec::new();
-        let mut packages = Vec::new();
-        for r in loaded {
-            let (pocket, mut cands) = r?;
+        let mut packages = Vec::with_capacity(usize::try_from(estimate).unwrap_or(0).min(1 << 20));
+        for (i, (pocket, indexes)) in loaded.into_iter().enumerate() {
             pockets.push(pocket);
-            packages.append(&mut cands);
+            for (file, path, what, _) in indexes {
+                let comp = Compression::of_name(&path).unwrap_or(Compression::None);
+                let f = File::open(&file).map_err(DebianError::io("opening", &file))?;
+                let reader = comp
+                    .reader(f)
+                    .map_err(DebianError::io("decompressing", &file))?;
+                parse_packages(
+                    BufReader::with_capacity(256 * 1024, reader),
+                    &sources.architecture,
+                    i,
+                    &what,
+                    &mut packages,
+                )?;
+            }
         }
+        packages.shrink_to_fit();
         Ok(Archive::from_parts(sources.clone(), pockets, packages))
     }
 
     /// An archive from candidates already at hand (tests, other sources).
-    pub fn from_parts(sources: Sources, pockets: Vec<Pocket>, packages: Vec<Candidate>) -> Archive {
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    pub fn from_parts(
+        sources: Sources,
+        pockets: Vec<Pocket>,
+        mut packages: Vec<Candidate>,
+    ) -> Archive {
+        // In place: a merge sort's buffer would be half the index again.
+        packages.sort_unstable_by(|a, b| {
+            a.name()
+                .cmp(b.name())
+                .then_with(|| b.version.cmp(&a.version))
+                .then(a.pocket.cmp(&b.pocket))
+        });
         let mut providers: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in packages.iter().enumerate() {
-            by_name.entry(c.name.clone()).or_default().push(i);
             for p in &c.provides {
                 providers.entry(p.name.clone()).or_default().push(i);
             }
@@ -252,7 +392,6 @@ impl Archive {
             sources,
             pockets,
             packages,
-            by_name,
             providers,
         }
     }
@@ -268,14 +407,9 @@ impl Archive {
 
     /// [`Archive::named`], as indices into `packages`.
     pub fn named_indices(&self, name: &str) -> Vec<usize> {
-        let mut v = self.by_name.get(name).cloned().unwrap_or_default();
-        let p = &self.packages;
-        v.sort_by(|&a, &b| {
-            p[b].version
-                .cmp(&p[a].version)
-                .then(p[a].pocket.cmp(&p[b].pocket))
-        });
-        v
+        let start = self.packages.partition_point(|c| c.name() < name);
+        let end = start + self.packages[start..].partition_point(|c| c.name() == name);
+        (start..end).collect()
     }
 
     /// The candidates that provide the virtual package `name`.
@@ -301,25 +435,35 @@ impl Archive {
 /// The compressions tried for an index, fastest to decode first.
 const INDEX_FORMS: [&str; 3] = [".gz", ".xz", ""];
 
+/// A pocket's verified `InRelease` and its `Packages` files in the cache:
+/// (file, path in the archive, description, uncompressed size if listed).
+type Fetched = (
+    Pocket,
+    Vec<(std::path::PathBuf, String, String, Option<u64>)>,
+);
+
+/// Bytes of `Packages` text per package, at least (Debian's average is
+/// ~790): sizes the candidate list once instead of doubling it.
+const MIN_PARAGRAPH: u64 = 700;
+
 fn load_pocket(
     fetch: &dyn Fetch,
     cache: &Cache,
     sources: &Sources,
     kind: PocketKind,
-    index: usize,
     now: SystemTime,
-) -> Result<(Pocket, Vec<Candidate>), DebianError> {
+) -> Result<Fetched, DebianError> {
     let name = kind.name(&sources.suite);
     let url = sources.url(kind, &format!("dists/{name}/InRelease"))?;
     let shown = display_url(&url);
     let tmp = cache.temp_path("InRelease")?;
     let got = fetch.get(&url, &tmp, MAX_INRELEASE);
-    let bytes = got.map_err(DebianError::from).and_then(|_| {
-        std::fs::read(&tmp).map_err(DebianError::io("reading", &tmp))
-    });
+    let bytes = got
+        .map_err(DebianError::from)
+        .and_then(|_| std::fs::read(&tmp).map_err(DebianError::io("reading", &tmp)));
     let _ = std::fs::remove_file(&tmp);
     let release = Release::verify(&bytes?, &shown, &name, &sources.keyring, now)?;
-    let mut candidates = Vec::new();
+    let mut indexes = Vec::new();
     for component in &sources.components {
         let base = format!("{component}/binary-{}/Packages", sources.architecture);
         let Some((path, entry)) = INDEX_FORMS.iter().find_map(|ext| {
@@ -328,7 +472,10 @@ fn load_pocket(
         }) else {
             return Err(DebianError::Release {
                 url: shown,
-                reason: format!("it lists no {base} index (is {} an architecture of {name}?)", sources.architecture),
+                reason: format!(
+                    "it lists no {base} index (is {} an architecture of {name}?)",
+                    sources.architecture
+                ),
             });
         };
         let mut urls = Vec::new();
@@ -341,28 +488,24 @@ fn load_pocket(
         }
         urls.push(sources.url(kind, &format!("dists/{name}/{path}"))?);
         let what = format!("{path} of {name}");
+        if entry.size > MAX_PACKAGES {
+            return Err(DebianError::Release {
+                url: shown,
+                reason: format!("{path} is implausibly large ({} bytes)", entry.size),
+            });
+        }
         let file = cache.fetch(
             fetch,
             &urls,
             &Expected {
                 sha256: entry.sha256,
-                size: entry.size.min(MAX_PACKAGES),
+                size: entry.size,
                 what: &what,
                 source_of_truth: "its signed InRelease",
             },
         )?;
-        let comp = Compression::of_name(&path).unwrap_or(Compression::None);
-        let f = File::open(&file).map_err(DebianError::io("opening", &file))?;
-        let reader = comp
-            .reader(f)
-            .map_err(DebianError::io("decompressing", &file))?;
-        parse_packages(
-            BufReader::with_capacity(256 * 1024, reader),
-            &sources.architecture,
-            index,
-            &what,
-            &mut candidates,
-        )?;
+        let plain = release.file(&base).map(|e| e.size);
+        indexes.push((file, path, what, plain));
     }
     Ok((
         Pocket {
@@ -370,7 +513,7 @@ fn load_pocket(
             name,
             release,
         },
-        candidates,
+        indexes,
     ))
 }
 
@@ -400,8 +543,8 @@ pub fn parse_packages<R: std::io::BufRead>(
             p.get(f)
                 .ok_or_else(|| bad(format!("package {name}: no {f} field")))
         };
-        let version = Version::parse(field("Version")?)
-            .map_err(|e| bad(format!("package {name}: {e}")))?;
+        let version =
+            Version::parse(field("Version")?).map_err(|e| bad(format!("package {name}: {e}")))?;
         let sha256 = Sha256::from_hex(field("SHA256")?)
             .ok_or_else(|| bad(format!("package {name}: SHA256 is not a sha256")))?;
         let size = field("Size")?
@@ -409,24 +552,30 @@ pub fn parse_packages<R: std::io::BufRead>(
             .map_err(|_| bad(format!("package {name}: Size is not a number")))?;
         let provides = parse_provides(p.get("Provides").unwrap_or_default())
             .map_err(|e| bad(format!("package {name}: Provides: {e}")))?;
-        let text = |f: &str| Box::<str>::from(p.get(f).unwrap_or_default());
-        out.push(Candidate {
-            name: name.to_owned(),
-            version,
-            architecture: a.to_owned(),
-            multi_arch: MultiArch::parse(p.get("Multi-Arch")),
-            essential: p.get("Essential").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
-            priority: priority_rank(p.get("Priority")),
-            pocket,
-            depends: text("Depends"),
-            pre_depends: text("Pre-Depends"),
-            conflicts: text("Conflicts"),
-            breaks: text("Breaks"),
-            provides,
-            filename: field("Filename")?.to_owned(),
-            size,
-            sha256,
-        });
+        let text = |f: &str| p.get(f).unwrap_or_default();
+        out.push(Candidate::new(
+            CandidateText {
+                name,
+                architecture: a,
+                depends: text("Depends"),
+                pre_depends: text("Pre-Depends"),
+                conflicts: text("Conflicts"),
+                breaks: text("Breaks"),
+                filename: field("Filename")?,
+            },
+            CandidateInfo {
+                version,
+                multi_arch: MultiArch::parse(p.get("Multi-Arch")),
+                essential: p
+                    .get("Essential")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+                priority: priority_rank(p.get("Priority")),
+                pocket,
+                provides,
+                size,
+                sha256,
+            },
+        ));
     }
     Ok(())
 }
@@ -442,21 +591,30 @@ mod tests {
         parse_packages(text.as_bytes(), "amd64", 0, "Packages", &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].multi_arch, MultiArch::Same);
-        assert_eq!(&*out[0].depends, "libc6 (>= 2.34)");
+        assert_eq!(out[0].depends(), "libc6 (>= 2.34)");
         assert_eq!(out[0].size, 2_036_016);
         assert_eq!(out[1].provides[0].name, "awk");
         assert_eq!(out[1].priority, 0);
         let a = Archive::from_parts(Sources::debian("bookworm", "amd64"), vec![], out);
-        assert_eq!(a.providers("awk")[0].name, "mawk");
+        assert_eq!(a.providers("awk")[0].name(), "mawk");
         assert_eq!(a.named("libssl3").len(), 1);
     }
 
     #[test]
     fn a_package_without_its_hash_is_an_index_error_naming_it() {
         let text = "Package: a1\nVersion: 1\nArchitecture: all\nFilename: f\nSize: 1\n";
-        let err = parse_packages(text.as_bytes(), "amd64", 0, "Packages of x", &mut Vec::new())
-            .unwrap_err();
-        assert_eq!(err.to_string(), "Packages of x: package a1: no SHA256 field");
+        let err = parse_packages(
+            text.as_bytes(),
+            "amd64",
+            0,
+            "Packages of x",
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Packages of x: package a1: no SHA256 field"
+        );
     }
 
     #[test]
@@ -469,7 +627,9 @@ mod tests {
             "http://deb.debian.org/debian-security/dists/bookworm-security/InRelease"
         );
         assert_eq!(
-            join(&Url::parse("http://m/debian/").unwrap(), "pool/a.deb").unwrap().as_str(),
+            join(&Url::parse("http://m/debian/").unwrap(), "pool/a.deb")
+                .unwrap()
+                .as_str(),
             "http://m/debian/pool/a.deb"
         );
     }

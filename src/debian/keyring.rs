@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
 use pgp::packet::{Signature, SignatureType};
 use pgp::types::Tag;
-use pgp::types::{KeyDetails, KeyId};
+use pgp::types::{KeyDetails, KeyId, PublicKeyTrait};
 
 use super::error::DebianError;
 
@@ -77,6 +77,11 @@ impl Keyring {
     /// Debian's archive, security and stable-release keys for bookworm and
     /// trixie, built into the tool.
     pub fn debian() -> Keyring {
+        static PARSED: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+        PARSED.get_or_init(Keyring::parse_debian).clone()
+    }
+
+    fn parse_debian() -> Keyring {
         let mut keys = Vec::new();
         for (name, bytes) in DEBIAN_KEYS {
             match parse_keys(bytes) {
@@ -115,11 +120,11 @@ impl Keyring {
         let mut signers = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let fpr = hex::encode_upper(key.fingerprint().as_bytes());
-            let own_id = key.legacy_key_id();
+            let own_id = key.key_id();
             let own_fpr = key.fingerprint();
             let by_self = |s: &Signature| {
                 s.issuer_fingerprint().iter().any(|f| **f == own_fpr)
-                    || s.issuer_key_id().iter().any(|k| **k == own_id)
+                    || s.issuer().iter().any(|k| **k == own_id)
             };
             // Keyrings carry third-party certifications (other Debian keys
             // signing these); only the key's own self-signatures count, and
@@ -137,12 +142,12 @@ impl Keyring {
                                 .is_ok()
                         })
                 })
-                .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0));
+                .max_by_key(|s| s.created().map(|t| t.timestamp()).unwrap_or(0));
             if self_sig.is_none() {
                 tracing::warn!("{what}: key {fpr} ignored: no user ID self-signature verifies");
                 continue;
             }
-            let created = u64::from(key.primary_key.created_at().as_secs());
+            let created = secs(key.primary_key.created_at().timestamp());
             let key_revoked = key.details.revocation_signatures.iter().any(|s| {
                 s.typ() == Some(SignatureType::KeyRevocation)
                     && s.verify_key(&key.primary_key).is_ok()
@@ -153,13 +158,13 @@ impl Keyring {
                     key: i,
                     subkey: None,
                     fingerprint: key.fingerprint().as_bytes().to_vec(),
-                    key_id: key.legacy_key_id(),
+                    key_id: key.key_id(),
                     expires: primary_expires,
                     revoked: key_revoked,
                 });
             }
             for (j, sub) in key.public_subkeys.iter().enumerate() {
-                if sub.verify_bindings(&key.primary_key).is_err() {
+                if sub.verify(&key.primary_key).is_err() {
                     tracing::warn!(
                         "{what}: subkey {} of {fpr} ignored: its binding does not verify",
                         hex::encode_upper(sub.fingerprint().as_bytes())
@@ -170,21 +175,18 @@ impl Keyring {
                     .signatures
                     .iter()
                     .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
-                    .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))
+                    .max_by_key(|s| s.created().map(|t| t.timestamp()).unwrap_or(0))
                 else {
                     continue;
                 };
                 if !binding.key_flags().sign() {
                     continue;
                 }
-                let sub_created = u64::from(sub.key.created_at().as_secs());
-                let expires = [
-                    expiry_of(binding).map(|d| sub_created + d),
-                    primary_expires,
-                ]
-                .into_iter()
-                .flatten()
-                .min();
+                let sub_created = secs(sub.key.created_at().timestamp());
+                let expires = [expiry_of(binding).map(|d| sub_created + d), primary_expires]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 // verify_bindings checked every signature on the subkey,
                 // revocations included.
                 let revoked = key_revoked
@@ -196,7 +198,7 @@ impl Keyring {
                     key: i,
                     subkey: Some(j),
                     fingerprint: sub.fingerprint().as_bytes().to_vec(),
-                    key_id: sub.legacy_key_id(),
+                    key_id: sub.key_id(),
                     expires,
                     revoked,
                 });
@@ -241,8 +243,13 @@ impl Keyring {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| refuse("it is not text (not a clear-signed InRelease)".into()))?;
-        if !text.trim_start().starts_with("-----BEGIN PGP SIGNED MESSAGE-----") {
-            return Err(refuse("it is not signed (no OpenPGP clear signature)".into()));
+        if !text
+            .trim_start()
+            .starts_with("-----BEGIN PGP SIGNED MESSAGE-----")
+        {
+            return Err(refuse(
+                "it is not signed (no OpenPGP clear signature)".into(),
+            ));
         }
         let (msg, _) = CleartextSignedMessage::from_string(text)
             .map_err(|e| refuse(format!("its OpenPGP clear signature does not parse: {e}")))?;
@@ -252,7 +259,7 @@ impl Keyring {
         let mut unknown = Vec::new();
         for sig in msg.signatures() {
             let Some(signer) = self.signer_of(sig) else {
-                unknown.extend(sig.issuer_key_id().iter().map(|k| hex::encode_upper(k.as_ref())));
+                unknown.extend(sig.issuer().iter().map(|k| hex::encode_upper(k.as_ref())));
                 continue;
             };
             let key = &self.keys[signer.key];
@@ -267,7 +274,9 @@ impl Keyring {
                 )));
             }
             if signer.revoked {
-                return Err(refuse(format!("it is signed by key {fpr}, which is revoked")));
+                return Err(refuse(format!(
+                    "it is signed by key {fpr}, which is revoked"
+                )));
             }
             if let Some(exp) = signer.expires.filter(|&e| e <= now_secs) {
                 return Err(refuse(format!(
@@ -275,9 +284,12 @@ impl Keyring {
                     super::release::format_date(exp)
                 )));
             }
-            let created = sig.created().map_or(0, |t| u64::from(t.as_secs()));
-            if let Some(d) = sig.signature_expiration_time().filter(|d| d.as_secs() > 0) {
-                if created + u64::from(d.as_secs()) <= now_secs {
+            let created = sig.created().map_or(0, |t| secs(t.timestamp()));
+            if let Some(d) = sig
+                .signature_expiration_time()
+                .filter(|d| d.num_seconds() > 0)
+            {
+                if created + d.num_seconds().unsigned_abs() <= now_secs {
                     return Err(refuse(format!("its signature by key {fpr} has expired")));
                 }
             }
@@ -307,14 +319,13 @@ impl Keyring {
 
     fn signer_of(&self, sig: &Signature) -> Option<&Signer> {
         let fprs = sig.issuer_fingerprint();
-        if let Some(s) = self
-            .signers
-            .iter()
-            .find(|s| fprs.iter().any(|f| f.as_bytes() == s.fingerprint.as_slice()))
-        {
+        if let Some(s) = self.signers.iter().find(|s| {
+            fprs.iter()
+                .any(|f| f.as_bytes() == s.fingerprint.as_slice())
+        }) {
             return Some(s);
         }
-        let ids = sig.issuer_key_id();
+        let ids = sig.issuer();
         self.signers
             .iter()
             .find(|s| ids.iter().any(|id| **id == s.key_id))
@@ -325,8 +336,13 @@ impl Keyring {
 /// the key's creation; 0 means none.
 fn expiry_of(sig: &Signature) -> Option<u64> {
     sig.key_expiration_time()
-        .map(|d| u64::from(d.as_secs()))
+        .map(|d| d.num_seconds())
         .filter(|&d| d > 0)
+        .map(i64::unsigned_abs)
+}
+
+fn secs(timestamp: i64) -> u64 {
+    u64::try_from(timestamp).unwrap_or(0)
 }
 
 fn parse_keys(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
@@ -361,7 +377,10 @@ mod tests {
             "B8E5F13176D2A7A75220028078DBA3BC47EF2265", // 13/trixie archive
             "4D64FEC119C2029067D6E791F8D2585B8783D481", // 12/bookworm stable (EdDSA)
         ] {
-            assert!(fprs.iter().any(|f| f == want), "{want} missing from {fprs:?}");
+            assert!(
+                fprs.iter().any(|f| f == want),
+                "{want} missing from {fprs:?}"
+            );
         }
         assert_eq!(ring.keys.len(), 6);
     }

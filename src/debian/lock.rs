@@ -143,22 +143,26 @@ impl Lock {
                     *u = true;
                 }
                 LockedPackage {
-                    name: k.name.clone(),
+                    name: k.name().to_owned(),
                     version: k.version.to_string(),
-                    architecture: k.architecture.clone(),
+                    architecture: k.architecture().to_owned(),
                     pocket: archive
                         .pockets
                         .get(k.pocket)
                         .map(|p| p.name.clone())
                         .unwrap_or_default(),
-                    filename: k.filename.clone(),
+                    filename: k.filename().to_owned(),
                     size: k.size,
                     sha256: k.sha256.hex(),
                     why: c.why.to_string(),
                 }
             })
             .collect();
-        packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.architecture.cmp(&b.architecture)));
+        packages.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.architecture.cmp(&b.architecture))
+        });
         let pockets = archive
             .pockets
             .iter()
@@ -193,14 +197,23 @@ impl Lock {
         }
         for p in &lock.packages {
             if super::fetch::Sha256::from_hex(&p.sha256).is_none() {
-                return Err(bad(format!("package {}: sha256 {:?} is not a sha256", p.name, p.sha256)));
+                return Err(bad(format!(
+                    "package {}: sha256 {:?} is not a sha256",
+                    p.name, p.sha256
+                )));
             }
             let pocket = lock.pockets.iter().find(|k| k.name == p.pocket);
             if pocket.and_then(|k| pocket_kind(&k.kind)).is_none() {
-                return Err(bad(format!("package {}: pocket {:?} is not listed", p.name, p.pocket)));
+                return Err(bad(format!(
+                    "package {}: pocket {:?} is not listed",
+                    p.name, p.pocket
+                )));
             }
             if p.filename.starts_with('/') || p.filename.split('/').any(|c| c == "..") {
-                return Err(bad(format!("package {}: file name {:?} leaves the mirror", p.name, p.filename)));
+                return Err(bad(format!(
+                    "package {}: file name {:?} leaves the mirror",
+                    p.name, p.filename
+                )));
             }
         }
         Ok(lock)
@@ -239,7 +252,10 @@ impl Lock {
     pub fn mismatch(&self, inputs: &LockInputs) -> Option<String> {
         let i = &self.inputs;
         if i.suite != inputs.suite {
-            return Some(format!("suite {} is locked, {} is asked for", i.suite, inputs.suite));
+            return Some(format!(
+                "suite {} is locked, {} is asked for",
+                i.suite, inputs.suite
+            ));
         }
         if i.architecture != inputs.architecture {
             return Some(format!(
@@ -275,7 +291,10 @@ impl Lock {
             "debian"
         };
         match super::release::parse_date(&p.date) {
-            Some(t) => format!("https://snapshot.debian.org/archive/{archive}/{}/", snapshot_stamp(t)),
+            Some(t) => format!(
+                "https://snapshot.debian.org/archive/{archive}/{}/",
+                snapshot_stamp(t)
+            ),
             None => format!("https://snapshot.debian.org/archive/{archive}/"),
         }
     }
@@ -318,8 +337,14 @@ mod tests {
         let lock = sample();
         let text = lock.to_toml();
         assert!(text.starts_with("# guildhall-image.lock"));
-        assert!(text.contains("[[package]]\nname = \"libssl3\"\nversion = \"3.0.20-1~deb12u2\"\n"), "{text}");
-        assert!(text.contains("requests = [\"ca-certificates\", \"libssl3\"]"), "{text}");
+        assert!(
+            text.contains("[[package]]\nname = \"libssl3\"\nversion = \"3.0.20-1~deb12u2\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("requests = [\"ca-certificates\", \"libssl3\"]"),
+            "{text}"
+        );
         assert_eq!(Lock::parse(&text, Path::new("l")).unwrap(), lock);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(LOCK_FILE);
@@ -334,7 +359,11 @@ mod tests {
         let mut inputs = lock.inputs.clone();
         assert_eq!(lock.mismatch(&inputs), None);
         inputs.requests.push("tzdata".into());
-        assert!(lock.mismatch(&inputs).unwrap().contains("→ [ca-certificates, libssl3, tzdata]"));
+        assert!(
+            lock.mismatch(&inputs)
+                .unwrap()
+                .contains("→ [ca-certificates, libssl3, tzdata]")
+        );
         assert_eq!(
             lock.snapshot_url("bookworm-security"),
             "https://snapshot.debian.org/archive/debian-security/20261130T002233Z/"
@@ -345,11 +374,19 @@ mod tests {
     fn a_lock_that_points_outside_the_mirror_or_has_no_hash_is_refused() {
         let mut lock = sample();
         lock.packages[0].filename = "../../etc/passwd".into();
-        let e = Lock::parse(&lock.to_toml(), Path::new("x.lock")).unwrap_err().to_string();
+        let e = Lock::parse(&lock.to_toml(), Path::new("x.lock"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("leaves the mirror"), "{e}");
         let mut lock = sample();
         lock.packages[0].sha256 = "zz".into();
         assert!(Lock::parse(&lock.to_toml(), Path::new("x.lock")).is_err());
-        assert!(Lock::parse("version = 9\n[inputs]\nsuite='a'\narchitecture='b'\nbase='c'\nrequests=[]\n", Path::new("x")).is_err());
+        assert!(
+            Lock::parse(
+                "version = 9\n[inputs]\nsuite='a'\narchitecture='b'\nbase='c'\nrequests=[]\n",
+                Path::new("x")
+            )
+            .is_err()
+        );
     }
 }

@@ -58,7 +58,9 @@ impl Staging {
 
     /// Make the bytes readable by the layer writer.
     pub fn finish(&mut self) -> Result<(), DebianError> {
-        self.file.flush().map_err(DebianError::io("writing", &self.path))
+        self.file
+            .flush()
+            .map_err(DebianError::io("writing", &self.path))
     }
 }
 
@@ -145,10 +147,17 @@ pub(crate) fn apply(
             b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
             "guildhall-image",
         )?;
-        put_file(tree, staging, "etc/group", b"root:x:0:\nnogroup:x:65534:\n", "guildhall-image")?;
-        report
-            .done
-            .push("/etc/passwd and /etc/group with root and nobody (65534:65534) written by the tool".into());
+        put_file(
+            tree,
+            staging,
+            "etc/group",
+            b"root:x:0:\nnogroup:x:65534:\n",
+            "guildhall-image",
+        )?;
+        report.done.push(
+            "/etc/passwd and /etc/group with root and nobody (65534:65534) written by the tool"
+                .into(),
+        );
     }
     dpkg_database(tree, staging, pkgs, base)?;
     for p in pkgs {
@@ -157,10 +166,17 @@ pub(crate) fn apply(
             .scripts
             .keys()
             .map(String::as_str)
-            .filter(|s| matches!(*s, "preinst" | "postinst" | "prerm" | "postrm" | "config" | "triggers"))
+            .filter(|s| {
+                matches!(
+                    *s,
+                    "preinst" | "postinst" | "prerm" | "postrm" | "config" | "triggers"
+                )
+            })
             .collect();
         if !scripts.is_empty() {
-            report.not_run.push(format!("{} {}: {}", p.name, p.version, scripts.join(", ")));
+            report
+                .not_run
+                .push(format!("{} {}: {}", p.name, p.version, scripts.join(", ")));
         }
     }
     Ok(report)
@@ -181,7 +197,8 @@ fn pem_name(crt: &str) -> String {
     format!("{mapped}.pem")
 }
 
-const CA_CONF_HEADER: &str = "# This file lists certificates that you wish to use or to ignore to be
+const CA_CONF_HEADER: &str =
+    "# This file lists certificates that you wish to use or to ignore to be
 # installed in /etc/ssl/certs.
 # update-ca-certificates(8) will update /etc/ssl/certs by reading this file.
 #
@@ -234,8 +251,20 @@ fn ca_certificates(tree: &mut Tree<'_>, staging: &mut Staging) -> Result<usize, 
         );
         pems.push((pem, bytes));
     }
-    put_file(tree, staging, "etc/ca-certificates.conf", conf.as_bytes(), "ca-certificates")?;
-    put_file(tree, staging, "etc/ssl/certs/ca-certificates.crt", &bundle, "ca-certificates")?;
+    put_file(
+        tree,
+        staging,
+        "etc/ca-certificates.conf",
+        conf.as_bytes(),
+        "ca-certificates",
+    )?;
+    put_file(
+        tree,
+        staging,
+        "etc/ssl/certs/ca-certificates.crt",
+        &bundle,
+        "ca-certificates",
+    )?;
     // openssl rehash: files in name order; HASH.0, HASH.1 … for distinct
     // certificates sharing a subject hash; identical ones skipped.
     pems.sort();
@@ -252,7 +281,12 @@ fn ca_certificates(tree: &mut Tree<'_>, staging: &mut Staging) -> Result<usize, 
         if bucket.contains(&fp) {
             continue;
         }
-        put_link(tree, &format!("etc/ssl/certs/{hash:08x}.{}", bucket.len()), pem, "ca-certificates");
+        put_link(
+            tree,
+            &format!("etc/ssl/certs/{hash:08x}.{}", bucket.len()),
+            pem,
+            "ca-certificates",
+        );
         bucket.push(fp);
     }
     Ok(crts.len())
@@ -280,7 +314,9 @@ fn parse_alternatives(script: &str) -> Vec<Alternative> {
             continue;
         };
         let args = &words[i + 2..];
-        let [link, name, path, prio, rest @ ..] = args else { continue };
+        let [link, name, path, prio, rest @ ..] = args else {
+            continue;
+        };
         let Ok(priority) = prio.parse() else { continue };
         let mut slaves = Vec::new();
         let mut r = rest;
@@ -309,7 +345,9 @@ fn parse_alternatives(script: &str) -> Vec<Alternative> {
 fn alternatives(tree: &mut Tree<'_>, pkgs: &[Pkg<'_>], base: &BaseFacts) -> Vec<String> {
     let mut best: BTreeMap<String, (Alternative, &str)> = BTreeMap::new();
     for p in pkgs {
-        let Some(script) = p.control.scripts.get("postinst") else { continue };
+        let Some(script) = p.control.scripts.get("postinst") else {
+            continue;
+        };
         for alt in parse_alternatives(script) {
             let better = best
                 .get(&alt.name)
@@ -338,7 +376,10 @@ fn alternatives(tree: &mut Tree<'_>, pkgs: &[Pkg<'_>], base: &BaseFacts) -> Vec<
                 put_link(tree, &rel(link), &format!("/{setc}"), pkg);
             }
         }
-        done.push(format!("{pkg}: alternative {} -> {} set by the tool", alt.link, alt.path));
+        done.push(format!(
+            "{pkg}: alternative {} -> {} set by the tool",
+            alt.link, alt.path
+        ));
     }
     done
 }
@@ -372,7 +413,13 @@ fn dpkg_database(
         // distroless: one control file per package.
         for p in pkgs {
             let text = p.control.control.to_text();
-            put_file(tree, staging, &format!("var/lib/dpkg/status.d/{}", p.name), text.as_bytes(), p.name)?;
+            put_file(
+                tree,
+                staging,
+                &format!("var/lib/dpkg/status.d/{}", p.name),
+                text.as_bytes(),
+                p.name,
+            )?;
             if !p.control.md5sums.is_empty() {
                 put_file(
                     tree,
@@ -416,7 +463,13 @@ fn dpkg_database(
             list.push_str(&path.to_string_lossy());
             list.push('\n');
         }
-        put_file(tree, staging, &format!("var/lib/dpkg/info/{stem}.list"), list.as_bytes(), p.name)?;
+        put_file(
+            tree,
+            staging,
+            &format!("var/lib/dpkg/info/{stem}.list"),
+            list.as_bytes(),
+            p.name,
+        )?;
         if !p.control.md5sums.is_empty() {
             put_file(
                 tree,
@@ -428,7 +481,13 @@ fn dpkg_database(
         }
     }
     let joined: Vec<String> = by_name.into_values().collect();
-    put_file(tree, staging, "var/lib/dpkg/status", joined.join("\n").as_bytes(), "dpkg database")
+    put_file(
+        tree,
+        staging,
+        "var/lib/dpkg/status",
+        joined.join("\n").as_bytes(),
+        "dpkg database",
+    )
 }
 
 #[cfg(test)]
@@ -442,7 +501,10 @@ mod tests {
             pem_name("mozilla/Hellenic_Academic_and_Research_Institutions_RootCA_2015.crt"),
             "Hellenic_Academic_and_Research_Institutions_RootCA_2015.pem"
         );
-        assert_eq!(pem_name("mozilla/NetLock Arany (Class Gold), Root.crt"), "NetLock_Arany_=Class_Gold=__Root.pem");
+        assert_eq!(
+            pem_name("mozilla/NetLock Arany (Class Gold), Root.crt"),
+            "NetLock_Arany_=Class_Gold=__Root.pem"
+        );
     }
 
     #[test]
@@ -453,6 +515,13 @@ mod tests {
         assert_eq!(alts[0].link, "/usr/bin/awk");
         assert_eq!(alts[0].path, "/usr/bin/mawk");
         assert_eq!(alts[0].priority, 5);
-        assert_eq!(alts[0].slaves[1], ("/usr/bin/nawk".into(), "nawk".into(), "/usr/bin/mawk".into()));
+        assert_eq!(
+            alts[0].slaves[1],
+            (
+                "/usr/bin/nawk".into(),
+                "nawk".into(),
+                "/usr/bin/mawk".into()
+            )
+        );
     }
 }

@@ -56,9 +56,9 @@ pub mod runner;
 mod unpack;
 pub mod version;
 
-pub use assemble::{LayerReport, LayerRequest, history_line, write_layer};
+pub use assemble::{LayerReport, LayerRequest, history_line, layer_fingerprint, write_layer};
 pub use base::BaseFacts;
-pub use contents::{ContentsMatch, find_files};
+pub use contents::{ContentsMatch, find_files, library_package, multiarch_triplet};
 pub use error::DebianError;
 pub use fetch::{Cache, Fetch, FetchError, Sha256};
 pub use index::{Archive, PocketKind, Sources};

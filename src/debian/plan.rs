@@ -154,10 +154,15 @@ pub fn download(
     let work = || {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(p) = lock.packages.get(i) else { return };
+            let Some(p) = lock.packages.get(i) else {
+                return;
+            };
             let r = fetch_one(fetch, cache, sources, lock, p);
             let failed = r.is_err();
-            results.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+            results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((i, r));
             if failed {
                 // Stop handing out work; the error is reported below.
                 next.store(lock.packages.len(), Ordering::Relaxed);

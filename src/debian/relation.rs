@@ -185,8 +185,7 @@ pub fn parse_alternative(text: &str) -> Result<Alternative, RelationError> {
         } else {
             return Err(err("no version operator (<< <= = >= >>)"));
         };
-        let version =
-            Version::parse(v.trim()).map_err(|e: VersionError| err(e.reason))?;
+        let version = Version::parse(v.trim()).map_err(|e: VersionError| err(e.reason))?;
         constraint = Some(Constraint { op, version });
         rest = rest[..open].trim_end();
     }
@@ -309,7 +308,10 @@ mod tests {
         assert_eq!(rels[1].alternatives.len(), 2);
         assert_eq!(rels[1].to_string(), "libssl3 (>= 3.0.0) | libssl3t64");
         assert_eq!(rels[2].alternatives[0].arch, ArchQualifier::Any);
-        assert_eq!(rels[2].alternatives[0].constraint.as_ref().unwrap().op, Op::Lt);
+        assert_eq!(
+            rels[2].alternatives[0].constraint.as_ref().unwrap().op,
+            Op::Lt
+        );
         assert_eq!(rels[3].alternatives[0].arch, ArchQualifier::Native);
         assert_eq!(
             parse_alternative("bar:amd64 (= 1:2-3)").unwrap().arch,
@@ -320,7 +322,12 @@ mod tests {
 
     #[test]
     fn every_operator_compares_by_debian_version_order() {
-        let c = |s: &str| parse_alternative(&s.replacen("a ", "pkg ", 1)).unwrap().constraint.unwrap();
+        let c = |s: &str| {
+            parse_alternative(&s.replacen("a ", "pkg ", 1))
+                .unwrap()
+                .constraint
+                .unwrap()
+        };
         assert!(c("a (<< 1.0)").allows(&v("1.0~rc1")));
         assert!(!c("a (<< 1.0)").allows(&v("1.0")));
         assert!(c("a (<= 1.0)").allows(&v("1.0")));
@@ -354,7 +361,14 @@ mod tests {
 
     #[test]
     fn malformed_relations_are_refused() {
-        for bad in ["libc6 (>= 2.34", "libc6 (~ 1)", "Libc6", "a", "x (>= )", "foo:"] {
+        for bad in [
+            "libc6 (>= 2.34",
+            "libc6 (~ 1)",
+            "Libc6",
+            "a",
+            "x (>= )",
+            "foo:",
+        ] {
             assert!(parse_relations(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -119,7 +119,9 @@ impl Release {
             files.insert((*path).to_owned(), IndexFile { sha256, size });
         }
         if files.is_empty() {
-            return Err(bad("no SHA256 field: nothing it lists can be verified".into()));
+            return Err(bad(
+                "no SHA256 field: nothing it lists can be verified".into()
+            ));
         }
         Ok(Release {
             url: url.to_owned(),
@@ -251,10 +253,20 @@ mod tests {
         assert_eq!(t, 1_783_764_997);
         assert_eq!(format_date(t), "Sat, 11 Jul 2026 10:16:37 UTC");
         assert_eq!(snapshot_stamp(t), "20260711T101637Z");
-        assert_eq!(parse_date("Mon, 30 Nov 2026 00:22:33 +0100"), parse_date("Sun, 29 Nov 2026 23:22:33 UTC"));
+        assert_eq!(
+            parse_date("Mon, 30 Nov 2026 00:22:33 +0100"),
+            parse_date("Sun, 29 Nov 2026 23:22:33 UTC")
+        );
         assert_eq!(parse_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(format_date(0), "Thu, 01 Jan 1970 00:00:00 UTC");
-        for bad in ["", "yesterday", "Sat, 32 Jul 2026 10:16:37 UTC", "Sat, 11 Foo 2026 10:16:37 UTC", "Sat, 11 Jul 2026 25:00:00 UTC", "Sat, 11 Jul 2026 10:16:37 CEST"] {
+        for bad in [
+            "",
+            "yesterday",
+            "Sat, 32 Jul 2026 10:16:37 UTC",
+            "Sat, 11 Foo 2026 10:16:37 UTC",
+            "Sat, 11 Jul 2026 25:00:00 UTC",
+            "Sat, 11 Jul 2026 10:16:37 CEST",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad:?}");
         }
     }

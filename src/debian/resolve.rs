@@ -43,8 +43,7 @@ impl Request {
             )));
         }
         if let Some(v) = version {
-            Version::parse(v)
-                .map_err(|e| DebianError::Usage(format!("--package {t:?}: {e}")))?;
+            Version::parse(v).map_err(|e| DebianError::Usage(format!("--package {t:?}: {e}")))?;
         }
         Ok(Request {
             name: name.to_owned(),
@@ -154,7 +153,7 @@ struct Resolver<'a> {
 }
 
 fn id(c: &Candidate) -> String {
-    format!("{} {}", c.name, c.version)
+    format!("{} {}", c.name(), c.version)
 }
 
 /// Resolve the requests against the archive.
@@ -181,7 +180,7 @@ pub fn resolve(archive: &Archive, opts: ResolveOptions<'_>) -> Result<Resolution
             why,
         })
         .collect();
-    packages.sort_by(|a, b| a.candidate.name.cmp(&b.candidate.name));
+    packages.sort_by(|a, b| a.candidate.name().cmp(b.candidate.name()));
     r.out.packages = packages;
     Ok(r.out)
 }
@@ -217,14 +216,17 @@ impl Resolver<'_> {
             None if named.is_empty() && req.version.is_none() => {
                 let mut providers = self.archive.provider_indices(&req.name);
                 providers.sort_by(|&a, &b| {
-                    pkgs[a].name.cmp(&pkgs[b].name).then(pkgs[b].version.cmp(&pkgs[a].version))
+                    pkgs[a]
+                        .name()
+                        .cmp(pkgs[b].name())
+                        .then(pkgs[b].version.cmp(&pkgs[a].version))
                 });
-                providers.dedup_by(|b, a| pkgs[*a].name == pkgs[*b].name);
+                providers.dedup_by(|b, a| pkgs[*a].name() == pkgs[*b].name());
                 match providers.as_slice() {
                     [one] => *one,
                     [] => return Err(self.unknown(&shown, String::new())),
                     many => {
-                        let names: Vec<&str> = many.iter().map(|&i| pkgs[i].name.as_str()).collect();
+                        let names: Vec<&str> = many.iter().map(|&i| pkgs[i].name()).collect();
                         return Err(self.unknown(
                             &shown,
                             format!(
@@ -236,7 +238,8 @@ impl Resolver<'_> {
                 }
             }
             None => {
-                let have: Vec<String> = named.iter().map(|&i| pkgs[i].version.to_string()).collect();
+                let have: Vec<String> =
+                    named.iter().map(|&i| pkgs[i].version.to_string()).collect();
                 let hint = if have.is_empty() {
                     String::new()
                 } else {
@@ -260,7 +263,7 @@ impl Resolver<'_> {
     /// Add a candidate (after checking conflicts) and queue its relations.
     fn choose(&mut self, i: usize, why: Why, needed_for: &str) -> Result<(), DebianError> {
         let c = &self.archive.packages[i];
-        if let Some((j, _)) = self.chosen.get(&c.name) {
+        if let Some((j, _)) = self.chosen.get(c.name()) {
             if *j == i || self.archive.packages[*j].version == c.version {
                 return Ok(());
             }
@@ -281,9 +284,9 @@ impl Resolver<'_> {
                 reason,
             });
         }
-        self.chosen.insert(c.name.clone(), (i, why));
+        self.chosen.insert(c.name().to_owned(), (i, why));
         let me = id(c);
-        for (field, text) in [("Pre-Depends", &c.pre_depends), ("Depends", &c.depends)] {
+        for (field, text) in [("Pre-Depends", c.pre_depends()), ("Depends", c.depends())] {
             for rel in self.parse(c, field, text)? {
                 self.queue.push_back((rel, me.clone(), field));
             }
@@ -303,16 +306,20 @@ impl Resolver<'_> {
     fn conflict(&self, c: &Candidate) -> Result<Option<String>, DebianError> {
         for field in ["Conflicts", "Breaks"] {
             let text = if field == "Conflicts" {
-                &c.conflicts
+                c.conflicts()
             } else {
-                &c.breaks
+                c.breaks()
             };
             for rel in self.parse(c, field, text)? {
                 for alt in &rel.alternatives {
                     for (j, _) in self.chosen.values() {
                         let o = &self.archive.packages[*j];
-                        if o.name != c.name && self.candidate_matches(o, alt) {
-                            return Ok(Some(format!("{} {field}: {alt}, and {} is chosen", id(c), id(o))));
+                        if o.name() != c.name() && self.candidate_matches(o, alt) {
+                            return Ok(Some(format!(
+                                "{} {field}: {alt}, and {} is chosen",
+                                id(c),
+                                id(o)
+                            )));
                         }
                     }
                     if let Some(have) = self.opts.base.installed.get(&alt.name) {
@@ -320,7 +327,7 @@ impl Resolver<'_> {
                             .constraint
                             .as_ref()
                             .is_none_or(|k| k.allows(&have.version));
-                        if hit && have.name != c.name {
+                        if hit && have.name != c.name() {
                             return Ok(Some(format!(
                                 "{} {field}: {alt}, and the base has {} {}",
                                 id(c),
@@ -336,13 +343,13 @@ impl Resolver<'_> {
             let o = &self.archive.packages[*j];
             for field in ["Conflicts", "Breaks"] {
                 let text = if field == "Conflicts" {
-                    &o.conflicts
+                    o.conflicts()
                 } else {
-                    &o.breaks
+                    o.breaks()
                 };
                 for rel in self.parse(o, field, text)? {
                     for alt in &rel.alternatives {
-                        if o.name != c.name && self.candidate_matches(c, alt) {
+                        if o.name() != c.name() && self.candidate_matches(c, alt) {
                             return Ok(Some(format!("{} {field}: {alt}", id(o))));
                         }
                     }
@@ -365,8 +372,8 @@ impl Resolver<'_> {
     /// architecture checked) or through its Provides (a versioned relation
     /// only through a versioned Provides).
     fn candidate_matches(&self, c: &Candidate, alt: &Alternative) -> bool {
-        if c.name == alt.name {
-            return self.arch_ok(&c.architecture, c.multi_arch, &alt.arch)
+        if c.name() == alt.name {
+            return self.arch_ok(c.architecture(), c.multi_arch, &alt.arch)
                 && alt.constraint.as_ref().is_none_or(|k| k.allows(&c.version));
         }
         c.provides.iter().any(|p| {
@@ -377,7 +384,7 @@ impl Resolver<'_> {
                     (Some(_), None) => false,
                 }
         }) && (matches!(alt.arch, ArchQualifier::None | ArchQualifier::Native)
-            || self.arch_ok(&c.architecture, c.multi_arch, &alt.arch))
+            || self.arch_ok(c.architecture(), c.multi_arch, &alt.arch))
     }
 
     fn installed_match(&self, alt: &Alternative) -> Option<String> {
@@ -402,7 +409,12 @@ impl Resolver<'_> {
         })
     }
 
-    fn relation(&mut self, rel: &Relation, by: &str, field: &'static str) -> Result<(), DebianError> {
+    fn relation(
+        &mut self,
+        rel: &Relation,
+        by: &str,
+        field: &'static str,
+    ) -> Result<(), DebianError> {
         let alts: Vec<&Alternative> = rel
             .alternatives
             .iter()
@@ -460,7 +472,7 @@ impl Resolver<'_> {
                     let (a, b) = (&pkgs[a], &pkgs[b]);
                     a.priority
                         .cmp(&b.priority)
-                        .then(a.name.cmp(&b.name))
+                        .then(a.name().cmp(b.name()))
                         .then(b.version.cmp(&a.version))
                 });
                 cands = provs;
@@ -489,9 +501,9 @@ impl Resolver<'_> {
             }
             for i in cands {
                 let c = &pkgs[i];
-                if self.opts.exclude.iter().any(|x| *x == c.name) {
+                if self.opts.exclude.iter().any(|x| x == c.name()) {
                     excluded = true;
-                    reasons.push(format!("{} is excluded", c.name));
+                    reasons.push(format!("{} is excluded", c.name()));
                     continue;
                 }
                 match self.conflict(c)? {

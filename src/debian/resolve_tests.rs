@@ -28,7 +28,12 @@ fn archive(release: &str, security: &str) -> Archive {
     Archive::from_parts(Sources::debian("bookworm", "amd64"), vec![], out)
 }
 
-fn run(a: &Archive, base: &BaseFacts, req: &[&str], exclude: &[&str]) -> Result<Resolution, DebianError> {
+fn run(
+    a: &Archive,
+    base: &BaseFacts,
+    req: &[&str],
+    exclude: &[&str],
+) -> Result<Resolution, DebianError> {
     let requests: Vec<Request> = req.iter().map(|r| Request::parse(r).unwrap()).collect();
     let exclude: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
     resolve(
@@ -44,7 +49,7 @@ fn run(a: &Archive, base: &BaseFacts, req: &[&str], exclude: &[&str]) -> Result<
 fn names(r: &Resolution) -> Vec<String> {
     r.packages
         .iter()
-        .map(|c| format!("{}={}", c.candidate.name, c.candidate.version))
+        .map(|c| format!("{}={}", c.candidate.name(), c.candidate.version))
         .collect()
 }
 
@@ -53,11 +58,16 @@ const LIBC: &str = "Package: libc6\nVersion: 2.36-9+deb12u13\nArchitecture: amd6
 #[test]
 fn dependencies_are_followed_and_the_highest_version_across_pockets_wins() {
     let a = archive(
-        &format!("{LIBC}\n\nPackage: libssl3\nVersion: 3.0.17-1~deb12u2\nArchitecture: amd64\nDepends: libc6 (>= 2.34)\n"),
+        &format!(
+            "{LIBC}\n\nPackage: libssl3\nVersion: 3.0.17-1~deb12u2\nArchitecture: amd64\nDepends: libc6 (>= 2.34)\n"
+        ),
         "Package: libssl3\nVersion: 3.0.20-1~deb12u2\nArchitecture: amd64\nDepends: libc6 (>= 2.34)\n\nPackage: libc6\nVersion: 2.36-9+deb12u14\nArchitecture: amd64\n",
     );
     let r = run(&a, &BaseFacts::empty(), &["libssl3"], &[]).unwrap();
-    assert_eq!(names(&r), ["libc6=2.36-9+deb12u14", "libssl3=3.0.20-1~deb12u2"]);
+    assert_eq!(
+        names(&r),
+        ["libc6=2.36-9+deb12u14", "libssl3=3.0.20-1~deb12u2"]
+    );
     assert_eq!(r.packages[0].candidate.pocket, 1);
     assert_eq!(
         r.packages[0].why,
@@ -76,7 +86,9 @@ fn dependencies_are_followed_and_the_highest_version_across_pockets_wins() {
 #[test]
 fn the_first_installable_alternative_is_taken_and_one_already_chosen_satisfies_the_group() {
     let a = archive(
-        &format!("{LIBC}\n\nPackage: app\nVersion: 1\nArchitecture: all\nDepends: libfoo2 | libfoo1, default-mta | mail-transport-agent\n\nPackage: libfoo1\nVersion: 1\nArchitecture: amd64\n\nPackage: exim4\nVersion: 4\nArchitecture: all\nProvides: mail-transport-agent\n\nPackage: postfix\nVersion: 3\nArchitecture: amd64\nProvides: mail-transport-agent\n"),
+        &format!(
+            "{LIBC}\n\nPackage: app\nVersion: 1\nArchitecture: all\nDepends: libfoo2 | libfoo1, default-mta | mail-transport-agent\n\nPackage: libfoo1\nVersion: 1\nArchitecture: amd64\n\nPackage: exim4\nVersion: 4\nArchitecture: all\nProvides: mail-transport-agent\n\nPackage: postfix\nVersion: 3\nArchitecture: amd64\nProvides: mail-transport-agent\n"
+        ),
         "",
     );
     // libfoo2 does not exist: libfoo1. default-mta is nowhere: a provider
@@ -108,14 +120,18 @@ fn virtual_packages_resolve_through_provides_with_versions_honoured() {
     // A virtual name asked for directly: its one provider; several is an error.
     let r = run(&a, &BaseFacts::empty(), &["libssl3"], &[]).unwrap();
     assert_eq!(names(&r), ["libssl3t64=3.5.1-1"]);
-    let e = run(&a, &BaseFacts::empty(), &["awk"], &[]).unwrap_err().to_string();
+    let e = run(&a, &BaseFacts::empty(), &["awk"], &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("ask for one of gawk, mawk"), "{e}");
 }
 
 #[test]
 fn what_the_base_has_at_a_satisfying_version_is_not_added_again() {
     let a = archive(
-        &format!("{LIBC}\n\nPackage: libssl3\nVersion: 3.0.20-1~deb12u2\nArchitecture: amd64\nDepends: libc6 (>= 2.34)\n\nPackage: ca-certificates\nVersion: 20230311+deb12u1\nArchitecture: all\nDepends: openssl (>= 1.1.1), debconf (>= 0.5) | debconf-2.0\n\nPackage: openssl\nVersion: 3.0.20-1~deb12u2\nArchitecture: amd64\nDepends: libc6 (>= 2.34), libssl3 (>= 3.0.9)\n"),
+        &format!(
+            "{LIBC}\n\nPackage: libssl3\nVersion: 3.0.20-1~deb12u2\nArchitecture: amd64\nDepends: libc6 (>= 2.34)\n\nPackage: ca-certificates\nVersion: 20230311+deb12u1\nArchitecture: all\nDepends: openssl (>= 1.1.1), debconf (>= 0.5) | debconf-2.0\n\nPackage: openssl\nVersion: 3.0.20-1~deb12u2\nArchitecture: amd64\nDepends: libc6 (>= 2.34), libssl3 (>= 3.0.9)\n"
+        ),
         "",
     );
     let mut base = BaseFacts::empty();
@@ -127,18 +143,32 @@ fn what_the_base_has_at_a_satisfying_version_is_not_added_again() {
     let r = run(&a, &base, &["libssl3", "ca-certificates"], &[]).unwrap();
     assert_eq!(
         names(&r),
-        ["ca-certificates=20230311+deb12u1", "libssl3=3.0.20-1~deb12u2", "openssl=3.0.20-1~deb12u2"]
+        [
+            "ca-certificates=20230311+deb12u1",
+            "libssl3=3.0.20-1~deb12u2",
+            "openssl=3.0.20-1~deb12u2"
+        ]
     );
     let in_base: Vec<(&str, &str)> = r
         .in_base
         .iter()
         .map(|b| (b.relation.as_str(), b.satisfied_by.as_str()))
         .collect();
-    assert!(in_base.contains(&("libc6 (>= 2.34)", "libc6 2.36-9+deb12u10")), "{in_base:?}");
-    assert!(in_base.contains(&("debconf (>= 0.5) | debconf-2.0", "debconf 1.5.82")), "{in_base:?}");
+    assert!(
+        in_base.contains(&("libc6 (>= 2.34)", "libc6 2.36-9+deb12u10")),
+        "{in_base:?}"
+    );
+    assert!(
+        in_base.contains(&("debconf (>= 0.5) | debconf-2.0", "debconf 1.5.82")),
+        "{in_base:?}"
+    );
     // Too old a base package is not enough: libgcc-s1 needs libc6 >= 2.35.
     let mut old = BaseFacts::empty();
-    old.add_dpkg_db("status", b"Package: libc6\nVersion: 2.31-13\nArchitecture: amd64\n").unwrap();
+    old.add_dpkg_db(
+        "status",
+        b"Package: libc6\nVersion: 2.31-13\nArchitecture: amd64\n",
+    )
+    .unwrap();
     let r = run(&a, &old, &["libgcc-s1"], &[]).unwrap();
     assert_eq!(names(&r), ["libc6=2.36-9+deb12u13", "libgcc-s1=12.2.0-14"]);
     // A request the base already has is skipped and reported.
@@ -175,11 +205,19 @@ fn pre_depends_and_arch_qualifiers_are_honoured() {
     );
     let r = run(&a, &BaseFacts::empty(), &["dash"], &[]).unwrap();
     assert_eq!(names(&r), ["dash=0.5.12-2", "libc6=2.36"]);
-    assert!(matches!(&r.packages[1].why, Why::Dependency { field: "Pre-Depends", .. }));
+    assert!(matches!(
+        &r.packages[1].why,
+        Why::Dependency {
+            field: "Pre-Depends",
+            ..
+        }
+    ));
     let r = run(&a, &BaseFacts::empty(), &["py"], &[]).unwrap();
     assert_eq!(names(&r), ["py=1", "python3=3.11"]);
     // `:any` needs Multi-Arch: allowed, as policy says.
-    let e = run(&a, &BaseFacts::empty(), &["tool"], &[]).unwrap_err().to_string();
+    let e = run(&a, &BaseFacts::empty(), &["tool"], &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot satisfy perl:any"), "{e}");
 }
 
@@ -198,11 +236,21 @@ fn excluded_packages_drop_their_relations_and_say_so() {
 #[test]
 fn unknown_requests_say_what_exists() {
     let a = archive(LIBC, "");
-    let e = run(&a, &BaseFacts::empty(), &["libssl3"], &[]).unwrap_err().to_string();
+    let e = run(&a, &BaseFacts::empty(), &["libssl3"], &[])
+        .unwrap_err()
+        .to_string();
     assert_eq!(e, "libssl3: no such package in bookworm [] (amd64)");
-    let e = run(&a, &BaseFacts::empty(), &["libc6=2.99"], &[]).unwrap_err().to_string();
-    assert!(e.contains("at that version (it has 2.36-9+deb12u13)"), "{e}");
+    let e = run(&a, &BaseFacts::empty(), &["libc6=2.99"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("at that version (it has 2.36-9+deb12u13)"),
+        "{e}"
+    );
     assert!(Request::parse("Bad_Name").is_err());
     assert!(Request::parse("libc6=not a version").is_err());
-    assert_eq!(Request::parse(" libc6 = 2.36 ").unwrap().to_string(), "libc6=2.36");
+    assert_eq!(
+        Request::parse(" libc6 = 2.36 ").unwrap().to_string(),
+        "libc6=2.36"
+    );
 }

@@ -110,7 +110,7 @@ fn have(archive: &Archive, family: &str) -> Option<(String, Version)> {
     let c = all.first()?;
     Version::parse(c.version.upstream())
         .ok()
-        .map(|v| (c.name.clone(), v))
+        .map(|v| (c.name().to_owned(), v))
 }
 
 /// `deb:auto`: the oldest suite of `suites` whose glibc and OpenSSL define

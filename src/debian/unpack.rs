@@ -7,7 +7,7 @@
 //! tree written through [`crate::layer::write_explicit_layer`] (sorted,
 //! fixed mtimes, the packages' own modes and owners, hard links kept).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -52,6 +52,7 @@ pub(crate) struct Entry {
 pub(crate) struct Tree<'a> {
     pub nodes: BTreeMap<PathBuf, Entry>,
     base_links: &'a BTreeMap<PathBuf, PathBuf>,
+    base_dirs: &'a BTreeSet<PathBuf>,
     /// Paths that clashed (a second package shipping a path already
     /// there as another kind), for the report.
     pub clashes: Vec<String>,
@@ -59,11 +60,20 @@ pub(crate) struct Tree<'a> {
 
 impl<'a> Tree<'a> {
     pub fn new(base_links: &'a BTreeMap<PathBuf, PathBuf>) -> Tree<'a> {
+        static NONE: BTreeSet<PathBuf> = BTreeSet::new();
         Tree {
             nodes: BTreeMap::new(),
             base_links,
+            base_dirs: &NONE,
             clashes: Vec::new(),
         }
+    }
+
+    /// The base's directories: a package never replaces one with a
+    /// symlink (dpkg keeps the directory too).
+    pub fn with_base_dirs(mut self, dirs: &'a BTreeSet<PathBuf>) -> Tree<'a> {
+        self.base_dirs = dirs;
+        self
     }
 
     /// The symlink target at `p`, in the tree or else in the base (unless
@@ -130,6 +140,17 @@ impl<'a> Tree<'a> {
         if path.as_os_str().is_empty() {
             return;
         }
+        if matches!(entry.node, Node::Symlink(_))
+            && !self.nodes.contains_key(&path)
+            && self.base_dirs.contains(&path)
+        {
+            self.clashes.push(format!(
+                "/{}: {} ships a symlink where the base has a directory; kept the directory",
+                path.display(),
+                entry.package
+            ));
+            return;
+        }
         match self.nodes.get(&path) {
             Some(old) if old.node == Node::Dir && entry.node == Node::Dir => {}
             Some(old) if old.node == Node::Dir || entry.node == Node::Dir => {
@@ -192,6 +213,15 @@ impl<'a> Tree<'a> {
         self.nodes.contains_key(&self.resolve(path, true))
     }
 
+    /// Whether `path` is a directory of the tree or of the base.
+    pub fn is_dir(&self, path: &Path) -> bool {
+        let p = self.resolve(path, true);
+        match self.nodes.get(&p) {
+            Some(e) => e.node == Node::Dir,
+            None => self.base_dirs.contains(&p),
+        }
+    }
+
     /// The layer entries. Hard-link groups are arranged so the first path
     /// in sort order holds the bytes and the others link to it.
     pub fn entries(&self) -> Vec<ExplicitEntry> {
@@ -219,7 +249,9 @@ impl<'a> Tree<'a> {
                     offset,
                     size,
                 } => match holder.get(p.as_path()) {
-                    Some(first) if *first != p.as_path() => ExplicitKind::HardLink(first.to_path_buf()),
+                    Some(first) if *first != p.as_path() => {
+                        ExplicitKind::HardLink(first.to_path_buf())
+                    }
                     _ => ExplicitKind::File {
                         source: source.clone(),
                         offset: *offset,
@@ -340,7 +372,10 @@ pub(crate) fn data_entries(
                 size: e.size(),
             }
         } else {
-            tracing::debug!("{what}: {} skipped (not a file, directory or link)", path.display());
+            tracing::debug!(
+                "{what}: {} skipped (not a file, directory or link)",
+                path.display()
+            );
             continue;
         };
         out.push(DataEntry {
@@ -374,11 +409,7 @@ pub(crate) fn slim_excludes(path: &Path) -> bool {
     if let Some(rest) = p.strip_prefix(&b"usr/share/doc/"[..]) {
         // Keep usr/share/doc/PKG/ and usr/share/doc/PKG/copyright.
         let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
-        return match parts.as_slice() {
-            [_pkg] => false,
-            [_pkg, b"copyright"] => false,
-            _ => true,
-        };
+        return !matches!(parts.as_slice(), [_pkg] | [_pkg, b"copyright"]);
     }
     false
 }
@@ -422,7 +453,7 @@ pub(crate) fn add_parents(tree: &mut Tree<'_>, path: &Path, package: &str) {
     let mut p = path.parent();
     let mut missing = Vec::new();
     while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
-        if tree.exists(d) {
+        if tree.is_dir(d) {
             break;
         }
         missing.push(d.to_path_buf());
@@ -444,135 +475,5 @@ pub(crate) fn add_parents(tree: &mut Tree<'_>, path: &Path, package: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(node: Node) -> Entry {
-        Entry {
-            node,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            package: "p".into(),
-        }
-    }
-
-    fn merged_usr() -> BTreeMap<PathBuf, PathBuf> {
-        [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")]
-            .into_iter()
-            .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
-            .collect()
-    }
-
-    #[test]
-    fn paths_resolve_through_the_base_directory_symlinks_and_never_replace_them() {
-        let links = merged_usr();
-        let mut t = Tree::new(&links);
-        let file = |p: &str| DataEntry {
-            path: p.into(),
-            node: Node::File {
-                source: "/x".into(),
-                offset: 0,
-                size: 1,
-            },
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        };
-        let dir = |p: &str| DataEntry {
-            path: p.into(),
-            node: Node::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        };
-        let entries = vec![
-            dir("bin"),
-            file("bin/dash"),
-            DataEntry {
-                path: "bin/sh".into(),
-                node: Node::Symlink("dash".into()),
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
-            },
-            dir("lib64"),
-            DataEntry {
-                path: "lib64/ld-linux-x86-64.so.2".into(),
-                node: Node::Symlink("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into()),
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
-            },
-            dir("usr"),
-            dir("usr/bin"),
-            file("usr/bin/cat"),
-            DataEntry {
-                path: "usr/bin/cat-again".into(),
-                node: Node::HardLink("usr/bin/cat".into()),
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            },
-        ];
-        apply(&mut t, "p", &entries, false);
-        let paths: Vec<String> = t.nodes.keys().map(|p| p.display().to_string()).collect();
-        assert_eq!(
-            paths,
-            [
-                "usr",
-                "usr/bin",
-                "usr/bin/cat",
-                "usr/bin/cat-again",
-                "usr/bin/dash",
-                "usr/bin/sh",
-                "usr/lib64",
-                "usr/lib64/ld-linux-x86-64.so.2"
-            ]
-        );
-        assert!(!t.nodes.contains_key(Path::new("bin")), "bin stays the base's symlink");
-        assert_eq!(t.resolve(Path::new("bin/sh"), false), PathBuf::from("usr/bin/sh"));
-        assert_eq!(
-            t.resolve(Path::new("lib64/ld-linux-x86-64.so.2"), true),
-            PathBuf::from("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-        );
-        let ents = t.entries();
-        let again = ents.iter().find(|e| e.dest == Path::new("usr/bin/cat-again")).unwrap();
-        // cat-again sorts after cat: cat holds the bytes, cat-again links.
-        assert_eq!(again.kind, ExplicitKind::HardLink("usr/bin/cat".into()));
-    }
-
-    #[test]
-    fn a_hard_link_that_sorts_first_takes_the_bytes() {
-        let links = BTreeMap::new();
-        let mut t = Tree::new(&links);
-        t.put("usr/bin/zz".into(), e(Node::File { source: "/x".into(), offset: 3, size: 4 }));
-        t.put("usr/bin/aa".into(), e(Node::HardLink("usr/bin/zz".into())));
-        let ents = t.entries();
-        assert_eq!(ents[0].dest, Path::new("usr/bin/aa"));
-        assert!(matches!(ents[0].kind, ExplicitKind::File { offset: 3, size: 4, .. }));
-        assert_eq!(ents[1].kind, ExplicitKind::HardLink("usr/bin/aa".into()));
-    }
-
-    #[test]
-    fn symlink_loops_and_dot_dots_terminate() {
-        let links: BTreeMap<PathBuf, PathBuf> =
-            [("a", "b"), ("b", "a"), ("usr/lib/x", "../share")]
-                .into_iter()
-                .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
-                .collect();
-        let t = Tree::new(&links);
-        let _ = t.resolve(Path::new("a/file"), false);
-        assert_eq!(t.resolve(Path::new("usr/lib/x/f"), false), PathBuf::from("usr/share/f"));
-    }
-
-    #[test]
-    fn slim_keeps_copyright_files_and_drops_docs_man_pages_and_translations() {
-        assert!(!slim_excludes(Path::new("usr/share/doc/libssl3/copyright")));
-        assert!(!slim_excludes(Path::new("usr/share/doc/libssl3")));
-        assert!(slim_excludes(Path::new("usr/share/doc/libssl3/changelog.Debian.gz")));
-        assert!(slim_excludes(Path::new("usr/share/man/man1/dash.1.gz")));
-        assert!(slim_excludes(Path::new("usr/share/locale/de/LC_MESSAGES/coreutils.mo")));
-        assert!(!slim_excludes(Path::new("usr/share/zoneinfo/UTC")));
-    }
-}
+#[path = "unpack_tests.rs"]
+mod tests;

@@ -9,10 +9,12 @@ use std::fmt;
 /// does (`0:1.0` = `1.0` = `1.0-0`).
 #[derive(Clone, Debug)]
 pub struct Version {
+    /// The version as written (trimmed): one allocation, the parts are
+    /// ranges of it (an index holds tens of thousands of versions).
+    text: Box<str>,
     epoch: u64,
-    upstream: String,
-    revision: String,
-    text: String,
+    upstream: (u32, u32),
+    revision: u32,
 }
 
 /// A string that is not a Debian version.
@@ -41,15 +43,18 @@ impl Version {
         if t.chars().any(char::is_whitespace) {
             return Err(err("it contains white space"));
         }
-        let (epoch, rest) = match t.split_once(':') {
+        if t.len() > u32::MAX as usize / 2 {
+            return Err(err("it is too long"));
+        }
+        let (epoch, rest, rest_at) = match t.split_once(':') {
             Some((e, rest)) => {
                 if e.is_empty() || !e.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(err("the epoch is not a number"));
                 }
                 let epoch = e.parse().map_err(|_| err("the epoch is too large"))?;
-                (epoch, rest)
+                (epoch, rest, e.len() + 1)
             }
-            None => (0, t),
+            None => (0, t, 0),
         };
         let (upstream, revision) = match rest.rsplit_once('-') {
             Some((u, r)) => (u, r),
@@ -72,11 +77,17 @@ impl Version {
         if !revision.chars().all(ok_revision) {
             return Err(err("the revision has a character policy forbids"));
         }
+        let up_end = rest_at + upstream.len();
+        let revision_at = if rest.contains('-') {
+            up_end + 1
+        } else {
+            t.len()
+        };
         Ok(Version {
+            text: t.into(),
             epoch,
-            upstream: upstream.to_owned(),
-            revision: revision.to_owned(),
-            text: t.to_owned(),
+            upstream: (rest_at as u32, up_end as u32),
+            revision: revision_at as u32,
         })
     }
 
@@ -87,12 +98,12 @@ impl Version {
 
     /// The upstream part.
     pub fn upstream(&self) -> &str {
-        &self.upstream
+        &self.text[self.upstream.0 as usize..self.upstream.1 as usize]
     }
 
     /// The Debian revision ("" when none is written).
     pub fn revision(&self) -> &str {
-        &self.revision
+        &self.text[self.revision as usize..]
     }
 
     /// The version as written.
@@ -118,8 +129,8 @@ impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
         self.epoch
             .cmp(&other.epoch)
-            .then_with(|| compare_part(&self.upstream, &other.upstream))
-            .then_with(|| compare_part(&self.revision, &other.revision))
+            .then_with(|| compare_part(self.upstream(), other.upstream()))
+            .then_with(|| compare_part(self.revision(), other.revision()))
     }
 }
 
@@ -276,7 +287,9 @@ mod tests {
 
     #[test]
     fn malformed_versions_are_refused_with_the_reason() {
-        for bad in ["", "a1.0", "1.0 2", "x:1.0", ":1.0", "1.0-", "1.0-r_1", "1.0_x"] {
+        for bad in [
+            "", "a1.0", "1.0 2", "x:1.0", ":1.0", "1.0-", "1.0-r_1", "1.0_x",
+        ] {
             assert!(Version::parse(bad).is_err(), "{bad:?} accepted");
         }
         let e = Version::parse("a1.0").unwrap_err();

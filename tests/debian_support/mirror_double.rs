@@ -54,7 +54,8 @@ impl MirrorDouble {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (tamper, upstream, seen) = (tamper.clone(), Arc::clone(&upstream), Arc::clone(&seen));
+                let (tamper, upstream, seen) =
+                    (tamper.clone(), Arc::clone(&upstream), Arc::clone(&seen));
                 std::thread::spawn(move || {
                     let _ = serve(conn, &tamper, upstream.as_ref(), &seen);
                 });
@@ -62,7 +63,8 @@ impl MirrorDouble {
         });
         MirrorDouble {
             mirror: Url::parse(&format!("http://127.0.0.1:{port}/debian")).unwrap(),
-            security_mirror: Url::parse(&format!("http://127.0.0.1:{port}/debian-security")).unwrap(),
+            security_mirror: Url::parse(&format!("http://127.0.0.1:{port}/debian-security"))
+                .unwrap(),
             requests,
         }
     }
@@ -92,7 +94,9 @@ fn serve(
         None
     };
     let Some(mut body) = body else {
-        return out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return out.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     };
     lie(tamper, &path, &mut body);
     write!(
@@ -128,14 +132,18 @@ fn lie(tamper: &Tamper, path: &str, body: &mut Vec<u8>) {
         Tamper::StripSignature if in_release => {
             let text = String::from_utf8_lossy(body).into_owned();
             let start = text.find("\n\n").expect("armor headers") + 2;
-            let end = text.find("\n-----BEGIN PGP SIGNATURE-----").expect("a signature");
-            *body = text[start..end].as_bytes().to_vec();
+            let end = text
+                .find("\n-----BEGIN PGP SIGNATURE-----")
+                .expect("a signature");
+            *body = text.as_bytes()[start..end].to_vec();
         }
         Tamper::FlipDebByte if path.ends_with(".deb") => {
             let mid = body.len() / 2;
             body[mid] ^= 0x01;
         }
-        Tamper::Replay { pocket, bytes } if in_release && path.contains(&format!("/dists/{pocket}/")) => {
+        Tamper::Replay { pocket, bytes }
+            if in_release && path.contains(&format!("/dists/{pocket}/")) =>
+        {
             body.clone_from(bytes);
         }
         _ => {}

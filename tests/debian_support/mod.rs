@@ -45,7 +45,14 @@ pub fn warm() -> &'static HashMap<String, String> {
     WARM.get_or_init(|| {
         let out = script(
             "tests/support/debian-archive.sh",
-            &["--package", "libssl3", "--package", "ca-certificates", "--package", "libssl3t64"],
+            &[
+                "--package",
+                "libssl3",
+                "--package",
+                "ca-certificates",
+                "--package",
+                "libssl3t64",
+            ],
         );
         out.lines()
             .filter_map(|l| l.split_once('='))
@@ -95,7 +102,8 @@ pub fn http() -> ArchiveHttp {
 /// libssl3 and ca-certificates).
 pub fn rootfs(which: &str) -> PathBuf {
     let out = script("fixtures/make-rootfs.sh", &[]);
-    PathBuf::from(out.lines().last().expect("a path").trim()).join(format!("rootfs-bookworm-{which}"))
+    PathBuf::from(out.lines().last().expect("a path").trim())
+        .join(format!("rootfs-bookworm-{which}"))
 }
 
 /// The cached base layout (tags `bare`, `runner`).
