@@ -172,7 +172,7 @@ fn subject(der: &[u8]) -> Option<&[u8]> {
 }
 
 /// The DER bytes of every `CERTIFICATE` block of a PEM text.
-pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
     let text = String::from_utf8_lossy(pem);
     let mut out = Vec::new();
     let mut rest = text.as_ref();
@@ -192,7 +192,7 @@ pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
 
 /// `X509_NAME_hash` of a DER certificate's subject, or `None` when it does
 /// not parse.
-pub fn subject_hash(der: &[u8]) -> Option<u32> {
+pub(crate) fn subject_hash(der: &[u8]) -> Option<u32> {
     let canon = canon_name(subject(der)?)?;
     let md = sha1_of(&canon);
     Some(u32::from_le_bytes([md[0], md[1], md[2], md[3]]))
@@ -204,7 +204,7 @@ fn sha1_of(data: &[u8]) -> [u8; 20] {
 }
 
 /// A fingerprint to tell identical certificates apart (as rehash does).
-pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+pub(crate) fn fingerprint(der: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(der).into()
 }
 

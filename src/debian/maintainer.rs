@@ -37,7 +37,7 @@ pub(crate) struct Staging {
 }
 
 impl Staging {
-    pub fn new(cache: &Cache) -> Result<Staging, DebianError> {
+    pub(crate) fn new(cache: &Cache) -> Result<Staging, DebianError> {
         let path = cache.temp_path("generated")?;
         let file = File::create(&path).map_err(DebianError::io("creating", &path))?;
         Ok(Staging { path, file, len: 0 })
@@ -57,7 +57,7 @@ impl Staging {
     }
 
     /// Make the bytes readable by the layer writer.
-    pub fn finish(&mut self) -> Result<(), DebianError> {
+    pub(crate) fn finish(&mut self) -> Result<(), DebianError> {
         self.file
             .flush()
             .map_err(DebianError::io("writing", &self.path))
@@ -72,12 +72,12 @@ impl Drop for Staging {
 
 /// A package of the layer, as the scripts step sees it.
 pub(crate) struct Pkg<'a> {
-    pub name: &'a str,
-    pub version: &'a str,
-    pub architecture: &'a str,
-    pub control: &'a Control,
+    pub(crate) name: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) architecture: &'a str,
+    pub(crate) control: &'a Control,
     /// Its paths as it ships them, in its tar's order.
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 /// What the step did and left undone.

@@ -41,25 +41,25 @@ pub(crate) enum Node {
 /// A node with its metadata and the package that put it there.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    pub node: Node,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub package: String,
+    pub(crate) node: Node,
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) package: String,
 }
 
 /// The file tree the layer will hold, over the base's symlinks.
 pub(crate) struct Tree<'a> {
-    pub nodes: BTreeMap<PathBuf, Entry>,
+    pub(crate) nodes: BTreeMap<PathBuf, Entry>,
     base_links: &'a BTreeMap<PathBuf, PathBuf>,
     base_dirs: &'a BTreeSet<PathBuf>,
     /// Paths that clashed (a second package shipping a path already
     /// there as another kind), for the report.
-    pub clashes: Vec<String>,
+    pub(crate) clashes: Vec<String>,
 }
 
 impl<'a> Tree<'a> {
-    pub fn new(base_links: &'a BTreeMap<PathBuf, PathBuf>) -> Tree<'a> {
+    pub(crate) fn new(base_links: &'a BTreeMap<PathBuf, PathBuf>) -> Tree<'a> {
         static NONE: BTreeSet<PathBuf> = BTreeSet::new();
         Tree {
             nodes: BTreeMap::new(),
@@ -71,7 +71,7 @@ impl<'a> Tree<'a> {
 
     /// The base's directories: a package never replaces one with a
     /// symlink (dpkg keeps the directory too).
-    pub fn with_base_dirs(mut self, dirs: &'a BTreeSet<PathBuf>) -> Tree<'a> {
+    pub(crate) fn with_base_dirs(mut self, dirs: &'a BTreeSet<PathBuf>) -> Tree<'a> {
         self.base_dirs = dirs;
         self
     }
@@ -91,7 +91,7 @@ impl<'a> Tree<'a> {
 
     /// `path` with every symlink among its parents followed (and the last
     /// component too when `follow_last`), relative to the root.
-    pub fn resolve(&self, path: &Path, follow_last: bool) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> PathBuf {
         let mut todo: Vec<PathBuf> = path
             .components()
             .rev()
@@ -136,7 +136,7 @@ impl<'a> Tree<'a> {
     /// Put an entry at `path` (already resolved). A directory where one
     /// already is keeps the first; other clashes: the later package wins,
     /// as dpkg with `Replaces` would, and the clash is reported.
-    pub fn put(&mut self, path: PathBuf, entry: Entry) {
+    pub(crate) fn put(&mut self, path: PathBuf, entry: Entry) {
         if path.as_os_str().is_empty() {
             return;
         }
@@ -183,7 +183,7 @@ impl<'a> Tree<'a> {
     }
 
     /// The bytes of the file at `path` (symlinks and hard links followed).
-    pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+    pub(crate) fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let mut p = self.resolve(path, true);
         for _ in 0..MAX_HOPS {
             match self.nodes.get(&p).map(|e| &e.node) {
@@ -209,12 +209,12 @@ impl<'a> Tree<'a> {
     }
 
     /// Whether `path` is in the tree (after resolution).
-    pub fn exists(&self, path: &Path) -> bool {
+    pub(crate) fn exists(&self, path: &Path) -> bool {
         self.nodes.contains_key(&self.resolve(path, true))
     }
 
     /// Whether `path` is a directory of the tree or of the base.
-    pub fn is_dir(&self, path: &Path) -> bool {
+    pub(crate) fn is_dir(&self, path: &Path) -> bool {
         let p = self.resolve(path, true);
         match self.nodes.get(&p) {
             Some(e) => e.node == Node::Dir,
@@ -224,7 +224,7 @@ impl<'a> Tree<'a> {
 
     /// The layer entries. Hard-link groups are arranged so the first path
     /// in sort order holds the bytes and the others link to it.
-    pub fn entries(&self) -> Vec<ExplicitEntry> {
+    pub(crate) fn entries(&self) -> Vec<ExplicitEntry> {
         // target → every path linking to it
         let mut groups: BTreeMap<&Path, Vec<&Path>> = BTreeMap::new();
         for (p, e) in &self.nodes {
@@ -300,11 +300,11 @@ fn kind(n: &Node) -> &'static str {
 /// One entry of a `data.tar`, its path as the package writes it.
 #[derive(Clone, Debug)]
 pub(crate) struct DataEntry {
-    pub path: PathBuf,
-    pub node: Node,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) node: Node,
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
 }
 
 /// The `data.tar` of a `.deb`, uncompressed in the cache (made once per
