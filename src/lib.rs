@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod credentials;
+pub mod debian;
 pub mod engine;
 pub mod error;
 pub mod image;

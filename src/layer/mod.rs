@@ -231,9 +231,12 @@ pub fn compress_tar_stream<R: Read, W: Write + Send>(
     })
 }
 
+mod explicit;
 mod gzip;
 mod plan;
 mod writer;
+
+pub use explicit::*;
 
 use gzip::compress;
 pub use plan::*;

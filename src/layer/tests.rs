@@ -464,3 +464,86 @@ fn a_200_mb_layer_is_written_in_bounded_memory() {
     // Blocks in flight: 2 per thread, ~2 MiB each; far below the 200 MB.
     assert!(grown_mib < 64, "peak memory grew by {grown_mib} MiB");
 }
+
+#[test]
+fn explicit_entries_keep_their_owners_modes_and_byte_ranges_sorted_like_any_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = tmp.path().join("blob");
+    fs::write(&blob, b"xxHELLOyyWORLD").unwrap();
+    let file = |dest: &str, offset, size, mode, uid, gid| ExplicitEntry {
+        dest: dest.into(),
+        kind: ExplicitKind::File {
+            source: blob.clone(),
+            offset,
+            size,
+        },
+        mode,
+        uid,
+        gid,
+    };
+    let entries = vec![
+        file("usr/bin/b", 9, 5, 0o4755, 0, 0),
+        ExplicitEntry {
+            dest: "usr/bin/c".into(),
+            kind: ExplicitKind::HardLink("usr/bin/b".into()),
+            mode: 0o4755,
+            uid: 0,
+            gid: 0,
+        },
+        file("usr/bin/a", 2, 5, 0o644, 0, 43),
+        ExplicitEntry {
+            dest: "usr".into(),
+            kind: ExplicitKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+        ExplicitEntry {
+            dest: "bin".into(),
+            kind: ExplicitKind::Symlink("usr/bin".into()),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        },
+    ];
+    let (stats, bytes) =
+        write_explicit_layer("pkgs", &entries, &small_blocks(2), Vec::new(), None).unwrap();
+    let back = read_back(&bytes);
+    assert_eq!(stats.entries, 5);
+    let paths: Vec<&[u8]> = back.iter().map(|e| e.path.as_slice()).collect();
+    assert_eq!(
+        paths,
+        [
+            &b"bin"[..],
+            b"usr/",
+            b"usr/bin/a",
+            b"usr/bin/b",
+            b"usr/bin/c"
+        ]
+    );
+    assert_eq!(
+        (back[2].data.as_slice(), back[2].gid, back[2].mode),
+        (&b"HELLO"[..], 43, 0o644)
+    );
+    assert_eq!(
+        (back[3].data.as_slice(), back[3].mode, back[3].mtime),
+        (&b"WORLD"[..], 0o4755, 1)
+    );
+    assert_eq!(back[4].kind, EntryType::Link);
+    assert_eq!(back[0].link.as_deref(), Some(&b"usr/bin"[..]));
+    // The same entries in another order: the same bytes.
+    let mut rev = entries.clone();
+    rev.reverse();
+    let (_, again) =
+        write_explicit_layer("pkgs", &rev, &small_blocks(1), Vec::new(), None).unwrap();
+    assert_eq!(again, bytes);
+    // A hard link to nothing earlier is refused.
+    let bad = vec![ExplicitEntry {
+        dest: "a".into(),
+        kind: ExplicitKind::HardLink("z".into()),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }];
+    assert!(write_explicit_layer("pkgs", &bad, &small_blocks(1), Vec::new(), None).is_err());
+}

@@ -19,6 +19,7 @@
 // does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod archive_http;
 mod authorize;
 mod blob;
 mod challenge;

@@ -15,6 +15,7 @@ mod support;
 mod build;
 mod buildkit;
 mod credentials;
+mod debian;
 mod exit_codes;
 mod hardening;
 mod push;

@@ -4,11 +4,13 @@
 //! shares. Doubles, for what no real server does on cue, are in their own
 //! files and named as such.
 
+pub mod debian;
 pub mod faulty_registry;
 pub mod forgejo_registry;
 pub mod http;
 pub mod images;
 pub mod keyring;
+pub mod mirror_double;
 pub mod registry;
 
 use std::collections::HashMap;
