@@ -98,9 +98,40 @@ pub struct BuildArgs {
     /// a hostile or broken tarball can write to scratch.
     #[arg(long, value_name = "SIZE")]
     pub max_release_size: Option<String>,
-    /// Base image: HOST[:PORT]/REPO[:TAG|@sha256:…], a Docker Hub name (debian:bookworm-slim), or oci:DIR[:TAG].
+    /// Base image: HOST[:PORT]/REPO[:TAG|@sha256:…], a Docker Hub name (debian:bookworm-slim), oci:DIR[:TAG],
+    /// or deb:SUITE / deb:auto: a base made from Debian packages alone (libc, the start scripts'
+    /// shell and tools, the libraries ERTS and the NIFs need, ca-certificates, tzdata, netbase; no
+    /// apt, no perl), with no registry at all. deb:auto picks the oldest suite (bookworm, trixie)
+    /// whose glibc and OpenSSL have every symbol version the release needs.
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
+    /// A Debian package added in one layer between the base and the release
+    /// (repeatable): NAME or NAME=VERSION, resolved with its dependencies
+    /// from the suite of the base's /etc/os-release (and its -updates and
+    /// -security pockets), verified against Debian's signed archive, pinned
+    /// in guildhall-image.lock. Direct engine only.
+    #[arg(long = "package", value_name = "NAME[=VERSION]")]
+    pub packages: Vec<String>,
+    /// Debian mirror for --package and deb: bases (default
+    /// http://deb.debian.org/debian; `[debian] mirror`).
+    #[arg(long, value_name = "URL")]
+    pub debian_mirror: Option<String>,
+    /// Debian security mirror (default http://deb.debian.org/debian-security;
+    /// `[debian] security_mirror`).
+    #[arg(long, value_name = "URL")]
+    pub debian_security_mirror: Option<String>,
+    /// OpenPGP keyring (binary or armored) that InRelease files must be
+    /// signed with, instead of Debian's archive keys built into the tool.
+    #[arg(long, value_name = "FILE")]
+    pub debian_keyring: Option<PathBuf>,
+    /// Resolve the packages again, ignoring guildhall-image.lock (and
+    /// rewrite it).
+    #[arg(long, conflicts_with = "locked")]
+    pub update_packages: bool,
+    /// Fail instead of changing guildhall-image.lock (for CI): the packages
+    /// must be exactly the locked ones.
+    #[arg(long)]
+    pub locked: bool,
     /// Tag to give the image (repeatable). Default: the release version.
     #[arg(short, long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,

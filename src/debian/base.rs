@@ -50,7 +50,13 @@ pub struct BaseFacts {
     /// packages layer writes an updated copy so `dpkg -l` sees the
     /// packages it adds.
     pub dpkg_status: Option<Vec<u8>>,
+    /// The text of `/etc/os-release` (or `/usr/lib/os-release`, which
+    /// Debian's `/etc/os-release` links to), when the base has one.
+    pub os_release: Option<String>,
 }
+
+/// `etc/os-release`, and where Debian keeps the file it links to.
+const OS_RELEASE: [&str; 2] = ["etc/os-release", "usr/lib/os-release"];
 
 /// Status values dpkg counts as installed (`install ok installed`, or
 /// waiting only on triggers).
@@ -66,6 +72,25 @@ fn is_installed(status: Option<&str>) -> bool {
 }
 
 impl BaseFacts {
+    /// The Debian codename of the base (`VERSION_CODENAME` of a Debian
+    /// `os-release`: `bookworm`, `trixie`); `None` for another
+    /// distribution, or when there is no such file.
+    pub fn debian_suite(&self) -> Option<String> {
+        let text = self.os_release.as_deref()?;
+        let field = |key: &str| {
+            text.lines().find_map(|l| {
+                let v = l.trim().strip_prefix(key)?.strip_prefix('=')?;
+                Some(v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
+            })
+        };
+        let debian = field("ID").as_deref() == Some("debian")
+            || field("ID_LIKE").is_some_and(|l| l.split_whitespace().any(|w| w == "debian"));
+        if !debian {
+            return None;
+        }
+        field("VERSION_CODENAME").filter(|c| !c.is_empty())
+    }
+
     /// A base with nothing: for `deb:SUITE`.
     pub fn empty() -> BaseFacts {
         BaseFacts::default()
@@ -110,6 +135,9 @@ impl BaseFacts {
                 facts.add_dpkg_db(&p.display().to_string(), &bytes)?;
             }
         }
+        facts.os_release = OS_RELEASE
+            .iter()
+            .find_map(|p| fs::read_to_string(root.join(p)).ok());
         walk(root, Path::new(""), &mut facts.symlinks, &mut facts.dirs)?;
         Ok(facts)
     }
@@ -122,6 +150,7 @@ impl BaseFacts {
         let mut symlinks: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut db: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+        let mut os_release: BTreeMap<PathBuf, String> = BTreeMap::new();
         for (index, (reader, gzip)) in layers.into_iter().enumerate() {
             let what = format!("layer {index} of the base image");
             let io = |e: std::io::Error| DebianError::Index {
@@ -148,17 +177,20 @@ impl BaseFacts {
                         symlinks.retain(|p, _| !p.starts_with(&parent) || *p == parent);
                         dirs.retain(|p| !p.starts_with(&parent) || *p == parent);
                         db.retain(|p, _| !p.starts_with(&parent));
+                        os_release.retain(|p, _| !p.starts_with(&parent));
                     } else {
                         let gone = parent.join(std::ffi::OsStr::from_bytes(hidden));
                         symlinks.retain(|p, _| !p.starts_with(&gone));
                         dirs.retain(|p| !p.starts_with(&gone));
                         db.retain(|p, _| !p.starts_with(&gone));
+                        os_release.retain(|p, _| !p.starts_with(&gone));
                     }
                     continue;
                 }
                 // Anything added replaces what was there.
                 symlinks.remove(&path);
                 db.remove(&path);
+                os_release.remove(&path);
                 let kind = e.header().entry_type();
                 if kind.is_dir() {
                     dirs.insert(path);
@@ -169,6 +201,13 @@ impl BaseFacts {
                     if let Some(t) = e.link_name().map_err(io)? {
                         symlinks.insert(path, t.into_owned());
                     }
+                } else if kind.is_file() && OS_RELEASE.iter().any(|p| path == Path::new(p)) {
+                    let mut bytes = Vec::new();
+                    e.by_ref()
+                        .take(64 << 10)
+                        .read_to_end(&mut bytes)
+                        .map_err(io)?;
+                    os_release.insert(path, String::from_utf8_lossy(&bytes).into_owned());
                 } else if kind.is_file()
                     && (path == Path::new(DPKG_STATUS)
                         || (path.parent() == Some(Path::new(DPKG_STATUS_D))
@@ -183,9 +222,14 @@ impl BaseFacts {
                 }
             }
         }
+        // `etc/os-release` when it is a file, else what it links to.
+        let os_release = OS_RELEASE
+            .iter()
+            .find_map(|p| os_release.remove(Path::new(p)));
         let mut facts = BaseFacts {
             symlinks,
             dirs,
+            os_release,
             ..BaseFacts::default()
         };
         for (path, bytes) in db {
@@ -261,6 +305,21 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_suite_is_the_codename_of_a_debian_os_release_and_nothing_for_others() {
+        let facts = |text: &str| BaseFacts {
+            os_release: Some(text.to_owned()),
+            ..BaseFacts::default()
+        };
+        let bookworm = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+        assert_eq!(facts(bookworm).debian_suite().as_deref(), Some("bookworm"));
+        let ubuntu = "NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n";
+        assert_eq!(facts(ubuntu).debian_suite().as_deref(), Some("noble"));
+        let alpine = "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.0\n";
+        assert_eq!(facts(alpine).debian_suite(), None);
+        assert_eq!(BaseFacts::empty().debian_suite(), None);
+    }
 
     #[test]
     fn only_installed_entries_of_a_status_file_count() {

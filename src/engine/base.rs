@@ -30,9 +30,43 @@ pub struct BaseImage {
     pub platform: Platform,
     /// Where the blobs are.
     pub layout: Layout,
+    /// Made by the tool from Debian packages (`deb:SUITE`): no registry
+    /// knows it, so no `base.*` label names it.
+    pub from_packages: bool,
 }
 
 impl BaseImage {
+    /// The empty start of a `deb:SUITE` base: no layers (the packages
+    /// layer comes on top), a config with Debian's default `PATH`.
+    pub fn from_packages(name: &str, platform: &Platform, layout: &Layout) -> Result<BaseImage> {
+        let config = ConfigFile::parse(
+            name,
+            serde_json::json!({
+                "architecture": platform.architecture,
+                "variant": platform.variant,
+                "os": platform.os,
+                "config": {
+                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                },
+                "rootfs": { "type": "layers", "diff_ids": [] },
+            })
+            .to_string()
+            .as_bytes(),
+        )?;
+        let config_bytes = config.to_bytes();
+        let manifest = Manifest::oci(Descriptor::of(media::OCI_CONFIG, &config_bytes), Vec::new());
+        Ok(BaseImage {
+            name: name.to_owned(),
+            registry_name: None,
+            manifest_digest: Digest::of(&manifest.to_bytes()),
+            manifest,
+            config,
+            platform: platform.clone(),
+            layout: layout.clone(),
+            from_packages: true,
+        })
+    }
+
     /// The base's layers.
     pub fn layers(&self) -> &[Descriptor] {
         &self.manifest.layers
@@ -223,6 +257,7 @@ fn from_layout(
         config,
         platform,
         layout,
+        from_packages: false,
     })
 }
 

@@ -24,7 +24,10 @@ use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
 use crate::progress::Progress;
 use crate::release::INSTALL_DIR;
 use crate::release::{PlanOptions, Release};
-use crate::settings::BuildSettings;
+use crate::settings::{BaseSpec, BuildSettings, DebianSettings};
+
+use super::packages::{LayerJob, Packages, PackagesLayer, debian_architecture};
+use crate::debian::{self, BaseFacts, Request};
 
 /// The direct engine: find (or make) the release, get and verify the base,
 /// then [`DirectBuild`].
@@ -68,15 +71,45 @@ impl super::Engine for DirectEngine {
             cache: &cache,
             progress,
         };
-        let base = base::resolve(&s.base, release.platform(), &source).await?;
-        // The base's blobs first (verified), so the layout holds the whole image.
-        let base = base::install(base, &s.base, release.platform(), job.layout, &source).await?;
-        let vcs = Vcs::discover(&s.project);
         let memo = Memo::new(job.cache_dir);
+        let packages = Packages::new(
+            &s.debian,
+            s.offline,
+            job.cache_dir,
+            job.layout,
+            &memo,
+            progress,
+        )?;
+        let (base, packages_layer) = match &s.base {
+            BaseSpec::Image(r) => {
+                let base = base::resolve(r, release.platform(), &source).await?;
+                // The base's blobs first (verified), so the layout holds the whole image.
+                let base = base::install(base, r, release.platform(), job.layout, &source).await?;
+                let layer = if s.debian.packages.is_empty() {
+                    None
+                } else {
+                    Some(tokio::task::block_in_place(|| {
+                        packages_onto(&packages, &base, &release, job.layout)
+                    })?)
+                };
+                (base, layer)
+            }
+            BaseSpec::Debian(_) | BaseSpec::DebianAuto => {
+                let base =
+                    BaseImage::from_packages(&s.base.to_string(), release.platform(), job.layout)?;
+                let layer = tokio::task::block_in_place(|| {
+                    packages_base(&packages, &s.base, &s.debian, &release)
+                })?;
+                (base, Some(layer))
+            }
+        };
+        let vcs = Vcs::discover(&s.project);
         let build = DirectBuild {
             settings: s,
             release: &release,
             base: &base,
+            packages: packages_layer.as_ref(),
+            debian: Some(&packages),
             layout: job.layout,
             vcs: &vcs,
             tags: &tags,
@@ -95,6 +128,10 @@ pub struct DirectBuild<'a> {
     pub release: &'a Release,
     /// The base image (blobs in its own layout).
     pub base: &'a BaseImage,
+    /// The Debian packages layer on top of it, if any.
+    pub(super) packages: Option<&'a PackagesLayer>,
+    /// Debian's archive, for preflight's hints.
+    pub(super) debian: Option<&'a Packages<'a>>,
     /// Where the image goes.
     pub layout: &'a Layout,
     /// Git facts for labels.
@@ -162,6 +199,21 @@ impl DirectBuild<'_> {
             })
             .collect();
         let mut appended = Vec::new();
+        if let Some(p) = self.packages {
+            appended.push(AppendedLayer {
+                diff_id: p.diff_id.clone(),
+                created_by: p.created_by.clone(),
+                comment: None,
+            });
+            outcomes.push(LayerOutcome {
+                name: "packages".into(),
+                description: format!("Debian {} packages ({})", p.suite, p.count),
+                digest: p.descriptor.digest.clone(),
+                size: p.descriptor.size,
+                diff_id: Some(p.diff_id.clone()),
+                reused: p.reused,
+            });
+        }
         for (planned, fp) in plan.layers.iter().zip(&fingerprints) {
             // The diff ID of files unchanged since an earlier build is
             // remembered; otherwise it is one cheap pass (tar + sha256).
@@ -212,10 +264,17 @@ impl DirectBuild<'_> {
                 name.clone(),
             );
         }
-        labels.insert(
-            "org.opencontainers.image.base.digest".to_owned(),
-            base.manifest_digest.to_string(),
-        );
+        if base.from_packages {
+            tracing::debug!(
+                "org.opencontainers.image.base.* left out: {} is made from Debian packages, no registry knows it",
+                base.name
+            );
+        } else {
+            labels.insert(
+                "org.opencontainers.image.base.digest".to_owned(),
+                base.manifest_digest.to_string(),
+            );
+        }
         labels.extend(s.labels.clone());
 
         let spec = ConfigSpec {
@@ -332,8 +391,13 @@ impl DirectBuild<'_> {
         )?;
         let key = crate::image::Digest::of(
             format!(
-                "preflight v1 {} {} {}",
-                base.manifest_digest, files, self.settings.allow_platform_mismatch
+                "preflight v1 {} {} {} {}",
+                base.manifest_digest,
+                self.packages
+                    .map(|p| p.diff_id.to_string())
+                    .unwrap_or_default(),
+                files,
+                self.settings.allow_platform_mismatch
             )
             .as_bytes(),
         );
@@ -355,6 +419,9 @@ impl DirectBuild<'_> {
         } else {
             "failed"
         });
+        if !report.problems.is_empty() {
+            report.hint = self.preflight_hint(&report);
+        }
         report.into_result(&base.name)?;
         self.memo.put("preflight", &key, "ok");
         Ok(())
@@ -362,13 +429,90 @@ impl DirectBuild<'_> {
 }
 
 impl DirectBuild<'_> {
+    /// What would fix preflight's problems, from Debian itself: the package
+    /// of each missing library by the `Contents` index of the base's suite
+    /// (as `--package` flags), and for a symbol version no package of the
+    /// suite has, a newer suite. `None` (the built-in table's hint stays)
+    /// when the base is not Debian or the archive cannot be reached.
+    fn preflight_hint(&self, report: &preflight::PreflightReport) -> Option<String> {
+        let debian = self.debian?;
+        let arch = debian_architecture(&self.release.platform().clone()).ok()?;
+        let suite = match (self.packages, &self.settings.base) {
+            (Some(p), _) => p.suite.clone(),
+            (None, BaseSpec::Image(_)) => {
+                let facts = self.base_facts().ok()?;
+                debian.suite_of(&facts, &self.base.name).ok()?
+            }
+            (None, _) => return None,
+        };
+        let mut lines = Vec::new();
+        let missing: std::collections::BTreeSet<String> = report
+            .problems
+            .iter()
+            .filter_map(|p| match &p.kind {
+                ProblemKind::MissingLibrary { library, .. } => Some(library.clone()),
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            match debian.library_packages(&suite, arch, &missing) {
+                Ok(Ok(pkgs)) => lines.push(format!(
+                    "Debian {suite} ships them (by its Contents index); add: {}",
+                    pkgs.iter()
+                        .map(|p| format!("--package {p}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )),
+                Ok(Err(unknown)) => lines.push(format!(
+                    "no package of Debian {suite} ships {} where the dynamic linker looks",
+                    unknown.join(", ")
+                )),
+                Err(e) => {
+                    tracing::debug!("no Contents hint: {e}");
+                    return None;
+                }
+            }
+        }
+        let versions: Vec<&str> = report
+            .problems
+            .iter()
+            .filter_map(|p| match &p.kind {
+                ProblemKind::MissingVersion { version, .. } => Some(version.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !versions.is_empty() {
+            lines.push(format!(
+                "no package fixes a missing symbol version ({}): the release was built on a newer \
+                 system than Debian {suite}. Use a base of the suite it was built for \
+                 (--base deb:auto picks the oldest that fits; --base deb:trixie, debian:trixie-slim), \
+                 or build the release on {suite}",
+                versions.join(", ")
+            ));
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+
+    /// The base's packages and symlinks.
+    fn base_facts(&self) -> Result<BaseFacts> {
+        image_facts(self.base, self.layout)
+    }
+
     /// The index of the base's files: remembered per base manifest (it is
     /// as much part of the cached base as its blobs), else read from its
     /// layers, decompressing them.
     fn base_rootfs(&self) -> Result<BaseRootfs> {
         let base = self.base;
-        let key =
-            crate::image::Digest::of(format!("rootfs v1 {}", base.manifest_digest).as_bytes());
+        let key = crate::image::Digest::of(
+            format!(
+                "rootfs v1 {} {}",
+                base.manifest_digest,
+                self.packages
+                    .map(|p| p.diff_id.to_string())
+                    .unwrap_or_default()
+            )
+            .as_bytes(),
+        );
         if let Some(fs) = self
             .memo
             .get("rootfs", &key)
@@ -379,6 +523,7 @@ impl DirectBuild<'_> {
         let readers = base
             .layers()
             .iter()
+            .chain(self.packages.map(|p| &p.descriptor))
             .map(|l| -> Result<(BufReader<File>, bool)> {
                 Ok((
                     BufReader::new(self.layout.open_blob(&l.digest)?),
@@ -401,5 +546,86 @@ fn parse_stats(v: &str) -> Option<LayerStats> {
         diff_id: d.parse().ok()?,
         uncompressed_size: n.parse().ok()?,
         entries: 0,
+    })
+}
+
+/// The dpkg database, symlinks and `os-release` of an image base, from its
+/// layers in `layout`.
+fn image_facts(base: &BaseImage, layout: &Layout) -> Result<BaseFacts> {
+    let readers = base
+        .layers()
+        .iter()
+        .map(|l| -> Result<(BufReader<File>, bool)> {
+            Ok((
+                BufReader::new(layout.open_blob(&l.digest)?),
+                media::is_gzip_layer(&l.media_type),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BaseFacts::from_layers(readers)?)
+}
+
+/// `--package` onto an image base: its suite from its `os-release`, the
+/// architecture from ERTS.
+fn packages_onto(
+    packages: &Packages<'_>,
+    base: &BaseImage,
+    release: &Release,
+    layout: &Layout,
+) -> Result<PackagesLayer> {
+    let arch = debian_architecture(release.platform())?;
+    let facts = image_facts(base, layout)
+        .with_context(|| format!("reading the packages of the base {}", base.name))?;
+    let suite = packages.suite_of(&facts, &base.name)?;
+    let requests = &packages.settings().packages;
+    packages.layer(&LayerJob {
+        base: &facts,
+        base_id: &base.manifest_digest.to_string(),
+        suite: &suite,
+        architecture: arch,
+        requests,
+        exclude: &[],
+        standalone: false,
+    })
+}
+
+/// A `deb:SUITE` (or `deb:auto`) base: the runner set, the packages of the
+/// libraries the release needs (by `Contents`), and any `--package`.
+fn packages_base(
+    packages: &Packages<'_>,
+    spec: &BaseSpec,
+    settings: &DebianSettings,
+    release: &Release,
+) -> Result<PackagesLayer> {
+    let arch = debian_architecture(release.platform())?;
+    let needs = preflight::needs(release);
+    let suite = match spec {
+        BaseSpec::Debian(s) => s.clone(),
+        _ => packages.choose_suite(arch, &needs)?,
+    };
+    let libraries = match packages.library_packages(&suite, arch, &needs.libraries)? {
+        Ok(p) => p,
+        Err(unknown) => {
+            return Err(crate::error::Error::input(format!(
+                "deb:{suite}: no package of Debian {suite} ships {}, which the release needs \
+                 (is it built for Debian?)",
+                unknown.join(", ")
+            )));
+        }
+    };
+    let (mut requests, exclude) =
+        debian::runner_requests(&libraries.into_iter().collect::<Vec<_>>());
+    for r in &settings.packages {
+        requests.retain(|q: &Request| q.name != r.name);
+        requests.push(r.clone());
+    }
+    packages.layer(&LayerJob {
+        base: &BaseFacts::empty(),
+        base_id: &format!("deb:{suite}"),
+        suite: &suite,
+        architecture: arch,
+        requests: &requests,
+        exclude: &exclude,
+        standalone: true,
     })
 }

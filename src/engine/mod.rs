@@ -6,6 +6,7 @@
 pub mod base;
 pub mod buildkit;
 pub mod direct;
+mod packages;
 
 use std::path::Path;
 

@@ -114,19 +114,21 @@ pub(super) fn compress_worker(
     work: &Mutex<Receiver<Block>>,
     done: &SyncSender<Result<Block, String>>,
 ) {
-    let mut c = Compress::new(level, false);
-    let mut stored = Compress::new(Compression::none(), false);
     loop {
         let next = work.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(mut block) = next else { return };
         // Already-compressed data (images, fonts, phx.digest's .gz copies)
         // only costs time to deflate again: store it. The choice depends on
         // the block's bytes alone, so the output stays deterministic.
-        let compressor = if looks_incompressible(&block.input) {
-            &mut stored
+        let level = if looks_incompressible(&block.input) {
+            Compression::none()
         } else {
-            &mut c
+            level
         };
+        // A fresh compressor per block: a reset one carries state over from
+        // the blocks this worker happened to compress before (measured: the
+        // bytes then depend on how blocks were spread over threads).
+        let compressor = &mut Compress::new(level, false);
         let res = compress_block(compressor, &mut block).map(|()| block);
         if done.send(res).is_err() {
             return;

@@ -79,29 +79,12 @@ pub fn check(release: &Release, base: &BaseRootfs, base_platform: &Platform) -> 
                 },
             }],
             files_checked: 0,
+            hint: None,
         };
     }
 
     let root = release.root();
-    let mut problems = Vec::new();
-    let mut elfs = Vec::new();
-    release.for_each_elf_candidate(&mut |path| {
-        if !is_elf(path) {
-            return;
-        }
-        let rel = path.strip_prefix(root).unwrap_or(path).to_owned();
-        let parsed = fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| ElfInfo::parse(rel.clone(), &bytes));
-        match parsed {
-            Ok(Some(info)) => elfs.push(info),
-            Ok(None) => {}
-            Err(reason) => problems.push(Problem {
-                file: rel,
-                kind: ProblemKind::Unreadable { reason },
-            }),
-        }
-    });
+    let (elfs, mut problems) = read_elfs(release);
 
     let view = ImageView {
         base,
@@ -115,20 +98,7 @@ pub fn check(release: &Release, base: &BaseRootfs, base_platform: &Platform) -> 
     for d in ["/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/local/lib"] {
         default_dirs.push(PathBuf::from(d));
     }
-    // Libraries the release ships: found by file name or soname, as one
-    // NIF loading another's library by path makes it available by soname.
-    let mut shipped: HashMap<String, PathBuf> = HashMap::new();
-    for e in &elfs {
-        let path = e.image_path();
-        if let Some(name) = path.file_name() {
-            shipped
-                .entry(name.to_string_lossy().into_owned())
-                .or_insert_with(|| path.clone());
-        }
-        if let Some(s) = &e.soname {
-            shipped.entry(s.clone()).or_insert(path);
-        }
-    }
+    let shipped = shipped_libraries(&elfs);
 
     for e in &elfs {
         let file = e.rel.clone();
@@ -215,7 +185,86 @@ pub fn check(release: &Release, base: &BaseRootfs, base_platform: &Platform) -> 
     PreflightReport {
         problems,
         files_checked: elfs.len(),
+        hint: None,
     }
+}
+
+/// The ELF files of the release, parsed, and those that would not parse.
+fn read_elfs(release: &Release) -> (Vec<ElfInfo>, Vec<Problem>) {
+    let root = release.root();
+    let mut problems = Vec::new();
+    let mut elfs = Vec::new();
+    release.for_each_elf_candidate(&mut |path| {
+        if !is_elf(path) {
+            return;
+        }
+        let rel = path.strip_prefix(root).unwrap_or(path).to_owned();
+        let parsed = fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| ElfInfo::parse(rel.clone(), &bytes));
+        match parsed {
+            Ok(Some(info)) => elfs.push(info),
+            Ok(None) => {}
+            Err(reason) => problems.push(Problem {
+                file: rel,
+                kind: ProblemKind::Unreadable { reason },
+            }),
+        }
+    });
+    (elfs, problems)
+}
+
+/// Libraries the release ships: found by file name or soname, as one NIF
+/// loading another's library by path makes it available by soname.
+fn shipped_libraries(elfs: &[ElfInfo]) -> HashMap<String, PathBuf> {
+    let mut shipped: HashMap<String, PathBuf> = HashMap::new();
+    for e in elfs {
+        let path = e.image_path();
+        if let Some(name) = path.file_name() {
+            shipped
+                .entry(name.to_string_lossy().into_owned())
+                .or_insert_with(|| path.clone());
+        }
+        if let Some(s) = &e.soname {
+            shipped.entry(s.clone()).or_insert(path);
+        }
+    }
+    shipped
+}
+
+/// What the release needs from a base, whatever the base: the shared
+/// libraries it does not ship (by soname), its dynamic loaders, and the
+/// symbol versions it needs from those libraries (`GLIBC_2.34`,
+/// `OPENSSL_3.0.0`). What a base made from packages must provide.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseNeeds {
+    /// Sonames (`libcrypto.so.3`).
+    pub libraries: BTreeSet<String>,
+    /// Loader paths (`/lib64/ld-linux-x86-64.so.2`).
+    pub loaders: BTreeSet<String>,
+    /// Symbol versions.
+    pub versions: BTreeSet<String>,
+}
+
+/// [`ReleaseNeeds`] of `release`, read from its ELF files.
+pub fn needs(release: &Release) -> ReleaseNeeds {
+    let (elfs, _) = read_elfs(release);
+    let shipped = shipped_libraries(&elfs);
+    let mut n = ReleaseNeeds::default();
+    for e in &elfs {
+        n.loaders.extend(e.interpreter.iter().cloned());
+        for lib in &e.needed {
+            if !lib.contains('/') && !shipped.contains_key(lib) {
+                n.libraries.insert(lib.clone());
+            }
+        }
+        for (lib, versions) in &e.verneed {
+            if !shipped.contains_key(lib) {
+                n.versions.extend(versions.iter().cloned());
+            }
+        }
+    }
+    n
 }
 
 mod elf;

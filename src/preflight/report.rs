@@ -133,6 +133,9 @@ pub struct PreflightReport {
     pub problems: Vec<Problem>,
     /// ELF files checked.
     pub files_checked: usize,
+    /// What would fix the problems, when the caller knows better than the
+    /// built-in table (Debian's `Contents` index, the base's suite).
+    pub hint: Option<String>,
 }
 
 impl PreflightReport {
@@ -182,6 +185,9 @@ impl fmt::Display for PreflightReport {
                 writeln!(f)?;
             }
             write!(f, "  {p}")?;
+        }
+        if let Some(h) = &self.hint {
+            return write!(f, "\n{h}");
         }
         let packages = self.packages();
         if !packages.is_empty() {

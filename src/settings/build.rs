@@ -15,7 +15,9 @@ pub struct BuildSettings {
     /// Run `mix release` first.
     pub mix: bool,
     /// Base image.
-    pub base: ImageRef,
+    pub base: BaseSpec,
+    /// Debian packages and where they come from.
+    pub debian: DebianSettings,
     /// Tags (empty: the release version).
     pub tags: Vec<String>,
     /// Layout directory.
@@ -61,6 +63,45 @@ pub struct BuildSettings {
     pub gc: bool,
 }
 
+/// The base of a direct build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseSpec {
+    /// An image: a registry reference or `oci:DIR[:TAG]`.
+    Image(ImageRef),
+    /// `deb:SUITE`: made from Debian packages of that suite alone.
+    Debian(String),
+    /// `deb:auto`: the oldest supported suite the release's libraries fit.
+    DebianAuto,
+}
+
+impl std::fmt::Display for BaseSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseSpec::Image(r) => write!(f, "{r}"),
+            BaseSpec::Debian(s) => write!(f, "deb:{s}"),
+            BaseSpec::DebianAuto => f.write_str("deb:auto"),
+        }
+    }
+}
+
+/// Debian packages for the direct engine: what to add, from where, and
+/// what to do with the lock file.
+#[derive(Clone, Debug)]
+pub struct DebianSettings {
+    /// `--package` and `[build] packages`, in order, each once.
+    pub packages: Vec<crate::debian::Request>,
+    /// The mirror.
+    pub mirror: url::Url,
+    /// The security mirror.
+    pub security_mirror: url::Url,
+    /// A keyring file to verify `InRelease` with (else the built-in keys).
+    pub keyring: Option<PathBuf>,
+    /// `guildhall-image.lock`, beside the config file (or in the project).
+    pub lock_path: PathBuf,
+    /// Reuse, update (`--update-packages`) or require (`--locked`) the lock.
+    pub lock_mode: crate::debian::LockMode,
+}
+
 impl Settings {
     /// Validate `build`'s flags against the config file and defaults.
     pub fn build(&self, a: &BuildArgs) -> Result<BuildSettings, SettingsError> {
@@ -70,12 +111,8 @@ impl Settings {
             .clone()
             .or_else(|| f.build.base.clone())
             .unwrap_or_else(|| DEFAULT_BASE.to_owned());
-        let base: ImageRef =
-            base_text
-                .parse()
-                .map_err(|e: crate::image::reference::ReferenceError| {
-                    invalid("--base", e.to_string())
-                })?;
+        let base = parse_base(&base_text)?;
+        let debian = self.debian_settings(a)?;
         for t in &a.tags {
             validate_tag(t)?;
         }
@@ -185,6 +222,7 @@ impl Settings {
                     ("--cmd", a.cmd.is_some()),
                     ("--base", a.base.is_some()),
                     ("--release", a.release.is_some()),
+                    ("--package", !debian.packages.is_empty()),
                 ] {
                     if given {
                         warnings.push(format!(
@@ -207,6 +245,7 @@ impl Settings {
             release: a.release.clone().or_else(|| f.build.release.clone()),
             mix: a.mix || f.build.mix.unwrap_or(false),
             base,
+            debian,
             tags: a.tags.clone(),
             layout,
             env,
@@ -230,6 +269,103 @@ impl Settings {
             push,
             digest_file: a.digest_file.clone(),
             gc: a.gc,
+        })
+    }
+}
+
+/// `--base`: `deb:SUITE`, `deb:auto`, or an image reference.
+fn parse_base(text: &str) -> Result<BaseSpec, SettingsError> {
+    if let Some(suite) = text.strip_prefix("deb:") {
+        return match suite {
+            "auto" => Ok(BaseSpec::DebianAuto),
+            s if crate::debian::runner::SUITES.contains(&s) => Ok(BaseSpec::Debian(s.to_owned())),
+            s => Err(invalid(
+                "--base",
+                format!(
+                    "deb:{s}: no such suite; deb: bases are made from {} (or deb:auto)",
+                    crate::debian::runner::SUITES
+                        .iter()
+                        .map(|s| format!("deb:{s}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        };
+    }
+    text.parse()
+        .map(BaseSpec::Image)
+        .map_err(|e: crate::image::reference::ReferenceError| invalid("--base", e.to_string()))
+}
+
+fn mirror_url(what: &str, text: &str) -> Result<url::Url, SettingsError> {
+    let u = url::Url::parse(text).map_err(|e| invalid(what, format!("`{text}`: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(invalid(what, format!("`{text}` is not an http(s) URL")));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(invalid(
+            what,
+            "a mirror URL must not carry credentials (user:password@)",
+        ));
+    }
+    Ok(u)
+}
+
+impl Settings {
+    /// `--package`, the mirrors, the keyring and the lock mode.
+    fn debian_settings(&self, a: &BuildArgs) -> Result<DebianSettings, SettingsError> {
+        let f = &self.file;
+        let mut packages: Vec<crate::debian::Request> = Vec::new();
+        let given = f
+            .build
+            .packages
+            .iter()
+            .map(|p| ("build.packages", p))
+            .chain(a.packages.iter().map(|p| ("--package", p)));
+        for (what, text) in given {
+            let r =
+                crate::debian::Request::parse(text).map_err(|e| invalid(what, e.to_string()))?;
+            // A flag overrides the config's entry of the same name.
+            packages.retain(|p| p.name != r.name);
+            packages.push(r);
+        }
+        let mirror = match (a.debian_mirror.as_deref(), f.debian.mirror.as_deref()) {
+            (Some(m), _) => mirror_url("--debian-mirror", m)?,
+            (None, Some(m)) => mirror_url("debian.mirror", m)?,
+            (None, None) => mirror_url("mirror", crate::debian::index::DEFAULT_MIRROR)?,
+        };
+        let security_mirror = match (
+            a.debian_security_mirror.as_deref(),
+            f.debian.security_mirror.as_deref(),
+        ) {
+            (Some(m), _) => mirror_url("--debian-security-mirror", m)?,
+            (None, Some(m)) => mirror_url("debian.security_mirror", m)?,
+            (None, None) => mirror_url(
+                "security mirror",
+                crate::debian::index::DEFAULT_SECURITY_MIRROR,
+            )?,
+        };
+        let dir = match &self.file_path {
+            Some(p) => p.parent().map(Path::to_owned).unwrap_or_default(),
+            None => a.project.clone(),
+        };
+        let lock_mode = if a.locked {
+            crate::debian::LockMode::Locked
+        } else if a.update_packages {
+            crate::debian::LockMode::Update
+        } else {
+            crate::debian::LockMode::Reuse
+        };
+        Ok(DebianSettings {
+            packages,
+            mirror,
+            security_mirror,
+            keyring: a
+                .debian_keyring
+                .clone()
+                .or_else(|| f.debian.keyring.clone()),
+            lock_path: dir.join(crate::debian::LOCK_FILE),
+            lock_mode,
         })
     }
 }

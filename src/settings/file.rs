@@ -13,6 +13,9 @@ pub struct ConfigFile {
     /// `[image]`.
     #[serde(default)]
     pub image: ImageSection,
+    /// `[debian]`.
+    #[serde(default)]
+    pub debian: DebianSection,
     /// Default push target name.
     pub default_target: Option<String>,
     /// `[targets.NAME]`.
@@ -44,6 +47,22 @@ pub struct BuildSection {
     pub assets_layer_min: Option<String>,
     /// Most a release tarball may extract to (bytes or "8GiB").
     pub max_release_size: Option<String>,
+    /// Debian packages added between the base and the release
+    /// (`NAME` or `NAME=VERSION`).
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+/// `[debian]`: where Debian packages come from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSection {
+    /// The mirror (`http://deb.debian.org/debian`).
+    pub mirror: Option<String>,
+    /// The security mirror (`http://deb.debian.org/debian-security`).
+    pub security_mirror: Option<String>,
+    /// A keyring file InRelease must be signed with (instead of the built-in keys).
+    pub keyring: Option<PathBuf>,
 }
 
 /// `[image]`.

@@ -884,6 +884,29 @@ fn a_deb_bookworm_base_runs_the_fixture_release_as_nobody_in_under_25_mb_and_syf
         p.dropped
     );
     let (gz, report) = layer(&p, &base, &cache, true, true);
+    // The same bytes however the blocks are spread over threads (a reused
+    // compressor once carried state between the blocks a worker took: on
+    // this very layer one and eight threads gave one digest, two another).
+    for threads in [1, 2, 3] {
+        let (_, bytes, _) = debian::write_layer(
+            &LayerRequest {
+                debs: &p.debs,
+                base: &base,
+                standalone: true,
+                slim: true,
+                architecture: "amd64",
+                cache: &cache,
+                options: &LayerOptions {
+                    threads,
+                    ..LayerOptions::default()
+                },
+                progress: None,
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        assert!(bytes == gz, "{threads} threads gave other bytes");
+    }
     let hwm = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -1089,4 +1112,222 @@ impl Drop for Mounts {
 fn root_release() -> std::path::PathBuf {
     let out = run_ok(Command::new("bash").arg(root().join("fixtures/build-release.sh")));
     Path::new(out.lines().last().unwrap().trim()).join("_build/prod/rel/guildhall")
+}
+
+// ---------------------------------------------------------------------------
+// Through the binary: `build --package`, `--base deb:SUITE`, the lock file.
+
+/// A private tool cache whose `debian/` is the shared, warmed one (so the
+/// tool fetches only what the archive changed since).
+fn tool_cache(dir: &Path) -> std::path::PathBuf {
+    let c = dir.join("cache");
+    std::fs::create_dir_all(&c).unwrap();
+    std::os::unix::fs::symlink(cache().root(), c.join("debian")).unwrap();
+    c
+}
+
+fn build_cmd(cache: &Path, project: &Path, layout: &Path, base: &str) -> Command {
+    let mut c = crate::support::bin(cache);
+    c.args(["--json", "build", "--project"])
+        .arg(project)
+        .arg("--release")
+        .arg(crate::support::release_dir(&[]))
+        .arg("--layout")
+        .arg(layout)
+        .args(["--base", base, "-t", "v1"]);
+    c
+}
+
+fn layer_names(v: &serde_json::Value) -> Vec<String> {
+    v["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn build_package_libssl3_and_ca_certificates_onto_the_bare_base_passes_preflight_runs_and_answers_health()
+ {
+    let work = tempfile::tempdir().unwrap();
+    let cache = tool_cache(work.path());
+    let project = work.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let bare = format!("oci:{}:bare", base_layout().display());
+
+    // The bare debootstrapped base lacks libcrypto: preflight says which
+    // package of bookworm ships it, by Debian's Contents index.
+    let out = crate::support::run(&mut build_cmd(
+        &cache,
+        &project,
+        &work.path().join("refused"),
+        &bare,
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("libcrypto.so.3"), "{err}");
+    assert!(
+        err.contains("Contents index") && err.contains("--package libssl3"),
+        "{err}"
+    );
+
+    let layout = work.path().join("image");
+    let v = crate::support::json(build_cmd(&cache, &project, &layout, &bare).args([
+        "--package",
+        "libssl3",
+        "--package",
+        "ca-certificates",
+    ]));
+    assert_eq!(layer_names(&v), ["base", "packages", "erts", "app"]);
+    crate::support::fsck_ok(&layout);
+    let lock = std::fs::read_to_string(project.join("guildhall-image.lock")).unwrap();
+    let parsed = Lock::parse(&lock, Path::new("guildhall-image.lock")).unwrap();
+    let names: Vec<&str> = parsed.packages.iter().map(|p| p.name.as_str()).collect();
+    assert!(
+        names.contains(&"libssl3") && names.contains(&"ca-certificates"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"libc6"), "the base has libc6: {names:?}");
+
+    // inspect shows what the packages layer holds.
+    let shown = crate::support::ok(
+        crate::support::bin(&cache)
+            .arg("inspect")
+            .arg(format!("oci:{}:v1", layout.display())),
+    );
+    assert!(
+        shown.contains("Debian packages") && shown.contains("libssl3"),
+        "{shown}"
+    );
+
+    // The same lock, from a fresh layout and with --locked: the same image.
+    let again = work.path().join("again");
+    let w = crate::support::json(build_cmd(&cache, &project, &again, &bare).args([
+        "--package",
+        "libssl3",
+        "--package",
+        "ca-certificates",
+        "--locked",
+    ]));
+    assert_eq!(w["digest"], v["digest"], "same lock, same image");
+    // A changed request under --locked is refused, and nothing is tagged.
+    let out = crate::support::run(
+        build_cmd(&cache, &project, &work.path().join("locked"), &bare).args([
+            "--package",
+            "libssl3",
+            "--package",
+            "ca-certificates",
+            "--package",
+            "netbase",
+            "--locked",
+        ]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("out of date") && err.contains("netbase"),
+        "{err}"
+    );
+    let tagged = guildhall_image::layout::Layout::open(work.path().join("locked"))
+        .is_ok_and(|l| l.resolve(Some("v1")).is_ok());
+    assert!(!tagged, "nothing is tagged");
+    assert_eq!(
+        std::fs::read_to_string(project.join("guildhall-image.lock")).unwrap(),
+        lock,
+        "--locked never rewrites the lock"
+    );
+
+    // It runs as a restricted Pod would, and /health uses :crypto.
+    let port = crate::support::free_port();
+    let running =
+        crate::support::Running::start_restricted(&layout, "v1", &format!("gi-deb-{port}"), port);
+    let (status, body) = crate::support::http_get(&format!("{}/health", running.url));
+    assert_eq!(status, 200, "body: {body}");
+}
+
+#[test]
+fn a_deb_bookworm_base_made_by_build_runs_restricted_and_is_smaller_than_debian_slim() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = tool_cache(work.path());
+    let project = work.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let layout = work.path().join("image");
+    let v = crate::support::json(&mut build_cmd(&cache, &project, &layout, "deb:bookworm"));
+    assert_eq!(layer_names(&v), ["packages", "erts", "app"]);
+    let packages = &v["layers"][0];
+    let size = packages["size"].as_u64().unwrap();
+    // debian:bookworm-slim is ~28 MB compressed before any package is added.
+    assert!(size < 25_000_000, "{size} bytes");
+    eprintln!(
+        "deb:bookworm base for the fixture: {:.1} MB compressed",
+        size as f64 / 1e6
+    );
+    let lock = std::fs::read_to_string(project.join("guildhall-image.lock")).unwrap();
+    for never in ["\"apt\"", "\"dpkg\"", "\"perl-base\"", "\"bash\""] {
+        assert!(
+            !lock.contains(&format!("name = {never}")),
+            "{never} in the deb: base"
+        );
+    }
+    for want in ["libssl3", "libtinfo6", "ca-certificates", "tzdata", "dash"] {
+        assert!(
+            lock.contains(&format!("name = \"{want}\"")),
+            "{want} missing"
+        );
+    }
+    // No label points at a base no registry knows.
+    let info = crate::support::json(
+        crate::support::bin(&cache)
+            .args(["inspect", "--json"])
+            .arg(format!("oci:{}:v1", layout.display())),
+    );
+    let labels = info["labels"].as_object().unwrap();
+    assert!(
+        !labels
+            .keys()
+            .any(|k| k.starts_with("org.opencontainers.image.base.")),
+        "{labels:?}"
+    );
+    let port = crate::support::free_port();
+    let running =
+        crate::support::Running::start_restricted(&layout, "v1", &format!("gi-debb-{port}"), port);
+    let (status, body) = crate::support::http_get(&format!("{}/health", running.url));
+    assert_eq!(status, 200, "body: {body}");
+
+    // Rebuilt with the lock and a warm cache: the packages layer is reused.
+    let again = crate::support::json(&mut build_cmd(&cache, &project, &layout, "deb:bookworm"));
+    assert_eq!(again["digest"], v["digest"]);
+    assert_eq!(again["layers"][0]["reused"], true);
+}
+
+#[test]
+fn a_mirror_that_flips_a_byte_of_a_deb_fails_the_build_and_tags_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    // A cold cache: the .debs must come through the lying mirror.
+    let cache = work.path().join("cache");
+    let project = work.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let double = MirrorDouble::start(Tamper::FlipDebByte, Arc::new(http()));
+    let layout = work.path().join("image");
+    let out = crate::support::run(
+        build_cmd(
+            &cache,
+            &project,
+            &layout,
+            &format!("oci:{}:bare", base_layout().display()),
+        )
+        .args(["--package", "netbase", "--debian-mirror"])
+        .arg(double.mirror.as_str())
+        .arg("--debian-security-mirror")
+        .arg(double.security_mirror.as_str()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("refusing netbase") && err.contains("sha256"),
+        "{err}"
+    );
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap_or_default();
+    assert!(!index.contains("\"v1\""), "nothing is tagged: {index}");
 }

@@ -1,0 +1,347 @@
+//! Debian packages in a direct build: the packages layer between an image
+//! base and the release (`--package`), or a whole base made of packages
+//! (`deb:SUITE`, `deb:auto`). Finds the suite (the base's `os-release`)
+//! and the architecture (the release's ERTS), reads and writes the lock
+//! file, and reuses the layer when what it is made of has not changed.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::SystemTime;
+
+use url::Url;
+
+use crate::cache::Memo;
+use crate::debian::{
+    self, BaseFacts, Cache, DebianError, Fetch, FetchError, LayerRequest, Lock, PrepareOptions,
+    Request, Sources,
+};
+use crate::error::{Error, Result};
+use crate::image::{Descriptor, Digest, Platform, media};
+use crate::layer::LayerOptions;
+use crate::layout::Layout;
+use crate::preflight::ReleaseNeeds;
+use crate::progress::Progress;
+use crate::registry::archive_http::{ArchiveHttp, ArchiveHttpOptions};
+use crate::settings::DebianSettings;
+
+/// The packages layer of a build.
+#[derive(Clone, Debug)]
+pub(super) struct PackagesLayer {
+    /// The gzip blob in the layout.
+    pub(super) descriptor: Descriptor,
+    /// sha256 of its tar.
+    pub(super) diff_id: Digest,
+    /// The history line (`guildhall-image: Debian packages libssl3 …`).
+    pub(super) created_by: String,
+    /// The suite the packages are from.
+    pub(super) suite: String,
+    /// How many packages it holds.
+    pub(super) count: usize,
+    /// Whether the layout held it already.
+    pub(super) reused: bool,
+}
+
+/// What one packages layer is made of.
+pub(super) struct LayerJob<'a> {
+    /// What the packages go onto ([`BaseFacts::empty`] for a `deb:` base).
+    pub(super) base: &'a BaseFacts,
+    /// What identifies that base in the lock (a digest, or `deb:SUITE`).
+    pub(super) base_id: &'a str,
+    /// The suite.
+    pub(super) suite: &'a str,
+    /// Debian's architecture name.
+    pub(super) architecture: &'a str,
+    /// What was asked for.
+    pub(super) requests: &'a [Request],
+    /// Never added, even as a dependency.
+    pub(super) exclude: &'a [String],
+    /// A base of these packages alone.
+    pub(super) standalone: bool,
+}
+
+/// Debian's archive as a direct build uses it.
+pub(super) struct Packages<'a> {
+    settings: &'a DebianSettings,
+    cache: Cache,
+    fetch: Box<dyn Fetch + 'a>,
+    layout: &'a Layout,
+    memo: &'a Memo,
+    progress: &'a Progress,
+    now: SystemTime,
+}
+
+/// With `--offline`: nothing that is not in the cache.
+struct Offline;
+
+impl Fetch for Offline {
+    fn get(&self, url: &Url, _dest: &Path, _limit: u64) -> Result<u64, FetchError> {
+        Err(FetchError::Network {
+            url: debian::fetch::display_url(url),
+            reason: "--offline, and it is not in the cache (build once online; with \
+                     guildhall-image.lock and a warm cache no download is needed)"
+                .into(),
+        })
+    }
+}
+
+/// Debian's name of a platform's architecture.
+pub(super) fn debian_architecture(p: &Platform) -> Result<&'static str> {
+    match (p.architecture.as_str(), p.variant.as_deref()) {
+        ("amd64", _) => Ok("amd64"),
+        ("arm64", _) => Ok("arm64"),
+        _ => Err(Error::usage(format!(
+            "Debian packages for {p}: only linux/amd64 and linux/arm64 releases are supported"
+        ))),
+    }
+}
+
+impl<'a> Packages<'a> {
+    /// The archive client (none with `offline`) and the cache under
+    /// `cache_dir/debian`.
+    pub(super) fn new(
+        settings: &'a DebianSettings,
+        offline: bool,
+        cache_dir: &Path,
+        layout: &'a Layout,
+        memo: &'a Memo,
+        progress: &'a Progress,
+    ) -> Result<Packages<'a>> {
+        let fetch: Box<dyn Fetch> = if offline {
+            Box::new(Offline)
+        } else {
+            let handle = tokio::runtime::Handle::try_current()
+                .map_err(|_| Error::input("the Debian archive client needs the tool's runtime"))?;
+            Box::new(
+                ArchiveHttp::new(handle, ArchiveHttpOptions::default())
+                    .map_err(|e| Error::input(format!("the Debian archive client: {e}")))?,
+            )
+        };
+        Ok(Packages {
+            settings,
+            cache: Cache::new(cache_dir.join("debian")),
+            fetch,
+            layout,
+            memo,
+            progress,
+            now: SystemTime::now(),
+        })
+    }
+
+    /// The settings it was made with.
+    pub(super) fn settings(&self) -> &'a DebianSettings {
+        self.settings
+    }
+
+    /// The sources of `suite` for `architecture`: the configured mirrors,
+    /// every pocket, the built-in keys or `--debian-keyring`.
+    pub(super) fn sources(&self, suite: &str, architecture: &str) -> Result<Sources> {
+        let mut s = Sources::debian(suite, architecture);
+        s.mirror = self.settings.mirror.clone();
+        s.security_mirror = self.settings.security_mirror.clone();
+        if let Some(k) = &self.settings.keyring {
+            s.keyring = debian::Keyring::from_file(k)?;
+        }
+        Ok(s)
+    }
+
+    /// The suite of an image base, from its `os-release`; one the tool has
+    /// the archive keys of.
+    pub(super) fn suite_of(&self, facts: &BaseFacts, base_name: &str) -> Result<String> {
+        let suites = debian::runner::SUITES;
+        match facts.debian_suite() {
+            Some(s) if suites.contains(&s.as_str()) || self.settings.keyring.is_some() => Ok(s),
+            Some(s) => Err(Error::usage(format!(
+                "--package: the base {base_name} is Debian `{s}`, and packages come from {} \
+                 only (or give --debian-keyring and --debian-mirror for another archive)",
+                suites.join(", ")
+            ))),
+            None => Err(Error::usage(format!(
+                "--package: the base {base_name} is not Debian-based (its /etc/os-release \
+                 names no Debian codename); use a Debian base, or --base deb:SUITE"
+            ))),
+        }
+    }
+
+    /// `deb:auto`: the oldest suite whose glibc and OpenSSL define every
+    /// symbol version the release needs.
+    pub(super) fn choose_suite(&self, architecture: &str, needs: &ReleaseNeeds) -> Result<String> {
+        let template = self.sources("unused", architecture)?;
+        let versions: Vec<String> = needs.versions.iter().cloned().collect();
+        let choice = debian::choose_suite(
+            self.fetch.as_ref(),
+            &self.cache,
+            &template,
+            debian::runner::SUITES,
+            &versions,
+            self.now,
+        )?;
+        for r in &choice.reasons {
+            tracing::info!("deb:auto: {r}");
+        }
+        self.progress.say(format!("deb:auto: {}", choice.suite));
+        Ok(choice.suite)
+    }
+
+    /// The packages that ship `libraries` where the dynamic linker looks,
+    /// by Debian's `Contents` index of `suite`; `Err` names what is in no
+    /// package.
+    pub(super) fn library_packages(
+        &self,
+        suite: &str,
+        architecture: &str,
+        libraries: &BTreeSet<String>,
+    ) -> Result<Result<BTreeSet<String>, Vec<String>>> {
+        let sources = self.sources(suite, architecture)?;
+        let queries: Vec<&str> = libraries.iter().map(String::as_str).collect();
+        let t = self.progress.task(format!("Contents of {suite}"), None);
+        let found = debian::find_files(
+            self.fetch.as_ref(),
+            &self.cache,
+            &sources,
+            self.now,
+            &queries,
+        )?;
+        t.finish("done");
+        let mut packages = BTreeSet::new();
+        let mut unknown = Vec::new();
+        for lib in libraries {
+            match found
+                .get(lib)
+                .and_then(|m| debian::library_package(m, architecture))
+            {
+                Some(p) => {
+                    tracing::info!("{lib} is in Debian package {p} ({suite})");
+                    packages.insert(p.to_owned());
+                }
+                None => unknown.push(lib.clone()),
+            }
+        }
+        Ok(if unknown.is_empty() {
+            Ok(packages)
+        } else {
+            Err(unknown)
+        })
+    }
+
+    /// Resolve (or follow the lock), fetch, verify, and write the layer
+    /// into the layout — or find it there already.
+    pub(super) fn layer(&self, job: &LayerJob<'_>) -> Result<PackagesLayer> {
+        let s = self.settings;
+        let sources = self.sources(job.suite, job.architecture)?;
+        let lock = Lock::read(&s.lock_path)?;
+        let t = self.progress.task("Debian packages", None);
+        let prepared = debian::prepare(
+            self.fetch.as_ref(),
+            &PrepareOptions {
+                sources: &sources,
+                requests: job.requests,
+                exclude: job.exclude,
+                base: job.base,
+                base_id: job.base_id,
+                lock: lock.as_ref(),
+                lock_path: &s.lock_path,
+                mode: s.lock_mode,
+                cache: &self.cache,
+                now: self.now,
+            },
+        )?;
+        for k in &prepared.lock.packages {
+            tracing::info!("package {} {} ({}): {}", k.name, k.version, k.pocket, k.why);
+        }
+        for b in &prepared.in_base {
+            tracing::debug!("in the base already: {b:?}");
+        }
+        for d in &prepared.dropped {
+            tracing::info!("left out: {d:?}");
+        }
+        if prepared.lock_changed {
+            prepared.lock.write(&s.lock_path)?;
+            self.progress.say(format!(
+                "wrote {} ({} packages)",
+                s.lock_path.display(),
+                prepared.lock.packages.len()
+            ));
+        }
+        let options = LayerOptions::default();
+        let req = LayerRequest {
+            debs: &prepared.debs,
+            base: job.base,
+            standalone: job.standalone,
+            slim: true,
+            architecture: job.architecture,
+            cache: &self.cache,
+            options: &options,
+            progress: Some(&t),
+        };
+        let key = debian::layer_fingerprint(&req);
+        if let Some(hit) = self
+            .memo
+            .get("debian-layer", &key)
+            .and_then(|v| parse_memo(&v))
+        {
+            if self.layout.has_blob(&hit.descriptor.digest) {
+                t.finish("reused");
+                return Ok(PackagesLayer {
+                    suite: job.suite.to_owned(),
+                    count: prepared.debs.len(),
+                    reused: true,
+                    ..hit
+                });
+            }
+        }
+        let w = self.layout.blob_writer()?;
+        let (stats, w, report) = debian::write_layer(&req, w)?;
+        let (digest, size) = w.commit(None)?;
+        for d in &report.scripts.done {
+            tracing::info!("done in a maintainer script's stead: {d}");
+        }
+        for c in &report.clashes {
+            tracing::info!("written by two packages: {c}");
+        }
+        let created_by = debian::history_line(&report);
+        let layer = PackagesLayer {
+            descriptor: Descriptor::new(media::OCI_LAYER_GZIP, digest, size),
+            diff_id: stats.diff_id,
+            created_by,
+            suite: job.suite.to_owned(),
+            count: prepared.debs.len(),
+            reused: false,
+        };
+        self.memo.put(
+            "debian-layer",
+            &key,
+            &format!(
+                "{} {} {}\n{}",
+                layer.descriptor.digest, layer.descriptor.size, layer.diff_id, layer.created_by
+            ),
+        );
+        t.finish(&format!(
+            "{} packages, {:.1} MB",
+            prepared.debs.len(),
+            size as f64 / 1e6
+        ));
+        Ok(layer)
+    }
+}
+
+fn parse_memo(v: &str) -> Option<PackagesLayer> {
+    let (head, created_by) = v.split_once('\n')?;
+    let mut it = head.split(' ');
+    let digest: Digest = it.next()?.parse().ok()?;
+    let size: u64 = it.next()?.parse().ok()?;
+    let diff_id: Digest = it.next()?.parse().ok()?;
+    Some(PackagesLayer {
+        descriptor: Descriptor::new(media::OCI_LAYER_GZIP, digest, size),
+        diff_id,
+        created_by: created_by.to_owned(),
+        suite: String::new(),
+        count: 0,
+        reused: true,
+    })
+}
+
+impl From<FetchError> for Error {
+    fn from(e: FetchError) -> Error {
+        DebianError::from(e).into()
+    }
+}
