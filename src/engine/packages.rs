@@ -165,6 +165,21 @@ impl<'a> Packages<'a> {
     /// `deb:auto`: the oldest suite whose glibc and OpenSSL define every
     /// symbol version the release needs.
     pub(super) fn choose_suite(&self, architecture: &str, needs: &ReleaseNeeds) -> Result<String> {
+        let key = Digest::of(
+            format!(
+                "deb:auto v1 {} {} {architecture} {:?}",
+                self.settings.mirror, self.settings.security_mirror, needs.versions
+            )
+            .as_bytes(),
+        );
+        // The archive only ever gains symbol versions: a choice made once
+        // stays right (`--update-packages` asks again).
+        if self.settings.lock_mode != debian::LockMode::Update {
+            if let Some(suite) = self.memo.get("deb-auto", &key) {
+                tracing::info!("deb:auto: {suite}, as chosen before for these symbol versions");
+                return Ok(suite);
+            }
+        }
         let template = self.sources("unused", architecture)?;
         let versions: Vec<String> = needs.versions.iter().cloned().collect();
         let choice = debian::choose_suite(
@@ -179,6 +194,7 @@ impl<'a> Packages<'a> {
             tracing::info!("deb:auto: {r}");
         }
         self.progress.say(format!("deb:auto: {}", choice.suite));
+        self.memo.put("deb-auto", &key, &choice.suite);
         Ok(choice.suite)
     }
 
@@ -191,6 +207,24 @@ impl<'a> Packages<'a> {
         architecture: &str,
         libraries: &BTreeSet<String>,
     ) -> Result<Result<BTreeSet<String>, Vec<String>>> {
+        let key = Digest::of(
+            format!(
+                "contents v1 {} {suite} {architecture} {libraries:?}",
+                self.settings.mirror
+            )
+            .as_bytes(),
+        );
+        // Which package ships a library does not change within a suite:
+        // remembered, so a warm rebuild asks the archive nothing.
+        if self.settings.lock_mode != debian::LockMode::Update {
+            if let Some(v) = self.memo.get("contents", &key) {
+                let packages: BTreeSet<String> = v.split_whitespace().map(str::to_owned).collect();
+                if !packages.is_empty() {
+                    tracing::info!("libraries {libraries:?} are in {v} ({suite}, remembered)");
+                    return Ok(Ok(packages));
+                }
+            }
+        }
         let sources = self.sources(suite, architecture)?;
         let queries: Vec<&str> = libraries.iter().map(String::as_str).collect();
         let t = self.progress.task(format!("Contents of {suite}"), None);
@@ -217,6 +251,8 @@ impl<'a> Packages<'a> {
             }
         }
         Ok(if unknown.is_empty() {
+            let names: Vec<&str> = packages.iter().map(String::as_str).collect();
+            self.memo.put("contents", &key, &names.join(" "));
             Ok(packages)
         } else {
             Err(unknown)

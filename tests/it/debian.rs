@@ -1295,8 +1295,10 @@ fn a_deb_bookworm_base_made_by_build_runs_restricted_and_is_smaller_than_debian_
     let (status, body) = crate::support::http_get(&format!("{}/health", running.url));
     assert_eq!(status, 200, "body: {body}");
 
-    // Rebuilt with the lock and a warm cache: the packages layer is reused.
-    let again = crate::support::json(&mut build_cmd(&cache, &project, &layout, "deb:bookworm"));
+    // Rebuilt with the lock and a warm cache, and no network at all: the
+    // packages layer is reused.
+    let again =
+        crate::support::json(build_cmd(&cache, &project, &layout, "deb:bookworm").arg("--offline"));
     assert_eq!(again["digest"], v["digest"]);
     assert_eq!(again["layers"][0]["reused"], true);
 }
