@@ -24,10 +24,12 @@ use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
 use crate::progress::Progress;
 use crate::release::INSTALL_DIR;
 use crate::release::{PlanOptions, Release};
-use crate::settings::{BaseSpec, BuildSettings, DebianSettings};
+use crate::settings::{BaseSpec, BuildSettings};
 
-use super::packages::{LayerJob, Packages, PackagesLayer, debian_architecture};
-use crate::debian::{self, BaseFacts, Request};
+use super::packages::{
+    Packages, PackagesLayer, debian_architecture, image_facts, packages_base, packages_onto,
+};
+use crate::debian::BaseFacts;
 
 /// The direct engine: find (or make) the release, get and verify the base,
 /// then [`DirectBuild`].
@@ -546,86 +548,5 @@ fn parse_stats(v: &str) -> Option<LayerStats> {
         diff_id: d.parse().ok()?,
         uncompressed_size: n.parse().ok()?,
         entries: 0,
-    })
-}
-
-/// The dpkg database, symlinks and `os-release` of an image base, from its
-/// layers in `layout`.
-fn image_facts(base: &BaseImage, layout: &Layout) -> Result<BaseFacts> {
-    let readers = base
-        .layers()
-        .iter()
-        .map(|l| -> Result<(BufReader<File>, bool)> {
-            Ok((
-                BufReader::new(layout.open_blob(&l.digest)?),
-                media::is_gzip_layer(&l.media_type),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(BaseFacts::from_layers(readers)?)
-}
-
-/// `--package` onto an image base: its suite from its `os-release`, the
-/// architecture from ERTS.
-fn packages_onto(
-    packages: &Packages<'_>,
-    base: &BaseImage,
-    release: &Release,
-    layout: &Layout,
-) -> Result<PackagesLayer> {
-    let arch = debian_architecture(release.platform())?;
-    let facts = image_facts(base, layout)
-        .with_context(|| format!("reading the packages of the base {}", base.name))?;
-    let suite = packages.suite_of(&facts, &base.name)?;
-    let requests = &packages.settings().packages;
-    packages.layer(&LayerJob {
-        base: &facts,
-        base_id: &base.manifest_digest.to_string(),
-        suite: &suite,
-        architecture: arch,
-        requests,
-        exclude: &[],
-        standalone: false,
-    })
-}
-
-/// A `deb:SUITE` (or `deb:auto`) base: the runner set, the packages of the
-/// libraries the release needs (by `Contents`), and any `--package`.
-fn packages_base(
-    packages: &Packages<'_>,
-    spec: &BaseSpec,
-    settings: &DebianSettings,
-    release: &Release,
-) -> Result<PackagesLayer> {
-    let arch = debian_architecture(release.platform())?;
-    let needs = preflight::needs(release);
-    let suite = match spec {
-        BaseSpec::Debian(s) => s.clone(),
-        _ => packages.choose_suite(arch, &needs)?,
-    };
-    let libraries = match packages.library_packages(&suite, arch, &needs.libraries)? {
-        Ok(p) => p,
-        Err(unknown) => {
-            return Err(crate::error::Error::input(format!(
-                "deb:{suite}: no package of Debian {suite} ships {}, which the release needs \
-                 (is it built for Debian?)",
-                unknown.join(", ")
-            )));
-        }
-    };
-    let (mut requests, exclude) =
-        debian::runner_requests(&libraries.into_iter().collect::<Vec<_>>());
-    for r in &settings.packages {
-        requests.retain(|q: &Request| q.name != r.name);
-        requests.push(r.clone());
-    }
-    packages.layer(&LayerJob {
-        base: &BaseFacts::empty(),
-        base_id: &format!("deb:{suite}"),
-        suite: &suite,
-        architecture: arch,
-        requests: &requests,
-        exclude: &exclude,
-        standalone: true,
     })
 }

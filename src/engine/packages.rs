@@ -5,23 +5,29 @@
 //! file, and reuses the layer when what it is made of has not changed.
 
 use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::BufReader;
 use std::path::Path;
 use std::time::SystemTime;
 
 use url::Url;
 
+use super::base::BaseImage;
 use crate::cache::Memo;
 use crate::debian::{
     self, BaseFacts, Cache, DebianError, Fetch, FetchError, LayerRequest, Lock, PrepareOptions,
     Request, Sources,
 };
+use crate::error::Context as _;
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, Digest, Platform, media};
 use crate::layer::LayerOptions;
 use crate::layout::Layout;
-use crate::preflight::ReleaseNeeds;
+use crate::preflight::{self, ReleaseNeeds};
 use crate::progress::Progress;
 use crate::registry::archive_http::{ArchiveHttp, ArchiveHttpOptions};
+use crate::release::Release;
+use crate::settings::BaseSpec;
 use crate::settings::DebianSettings;
 
 /// The packages layer of a build.
@@ -380,4 +386,85 @@ impl From<FetchError> for Error {
     fn from(e: FetchError) -> Error {
         DebianError::from(e).into()
     }
+}
+
+/// The dpkg database, symlinks and `os-release` of an image base, from its
+/// layers in `layout`.
+pub(super) fn image_facts(base: &BaseImage, layout: &Layout) -> Result<BaseFacts> {
+    let readers = base
+        .layers()
+        .iter()
+        .map(|l| -> Result<(BufReader<File>, bool)> {
+            Ok((
+                BufReader::new(layout.open_blob(&l.digest)?),
+                media::is_gzip_layer(&l.media_type),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BaseFacts::from_layers(readers)?)
+}
+
+/// `--package` onto an image base: its suite from its `os-release`, the
+/// architecture from ERTS.
+pub(super) fn packages_onto(
+    packages: &Packages<'_>,
+    base: &BaseImage,
+    release: &Release,
+    layout: &Layout,
+) -> Result<PackagesLayer> {
+    let arch = debian_architecture(release.platform())?;
+    let facts = image_facts(base, layout)
+        .with_context(|| format!("reading the packages of the base {}", base.name))?;
+    let suite = packages.suite_of(&facts, &base.name)?;
+    let requests = &packages.settings().packages;
+    packages.layer(&LayerJob {
+        base: &facts,
+        base_id: &base.manifest_digest.to_string(),
+        suite: &suite,
+        architecture: arch,
+        requests,
+        exclude: &[],
+        standalone: false,
+    })
+}
+
+/// A `deb:SUITE` (or `deb:auto`) base: the runner set, the packages of the
+/// libraries the release needs (by `Contents`), and any `--package`.
+pub(super) fn packages_base(
+    packages: &Packages<'_>,
+    spec: &BaseSpec,
+    settings: &DebianSettings,
+    release: &Release,
+) -> Result<PackagesLayer> {
+    let arch = debian_architecture(release.platform())?;
+    let needs = preflight::needs(release);
+    let suite = match spec {
+        BaseSpec::Debian(s) => s.clone(),
+        _ => packages.choose_suite(arch, &needs)?,
+    };
+    let libraries = match packages.library_packages(&suite, arch, &needs.libraries)? {
+        Ok(p) => p,
+        Err(unknown) => {
+            return Err(crate::error::Error::input(format!(
+                "deb:{suite}: no package of Debian {suite} ships {}, which the release needs \
+                 (is it built for Debian?)",
+                unknown.join(", ")
+            )));
+        }
+    };
+    let (mut requests, exclude) =
+        debian::runner_requests(&libraries.into_iter().collect::<Vec<_>>());
+    for r in &settings.packages {
+        requests.retain(|q: &Request| q.name != r.name);
+        requests.push(r.clone());
+    }
+    packages.layer(&LayerJob {
+        base: &BaseFacts::empty(),
+        base_id: &format!("deb:{suite}"),
+        suite: &suite,
+        architecture: arch,
+        requests: &requests,
+        exclude: &exclude,
+        standalone: true,
+    })
 }
