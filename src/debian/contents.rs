@@ -10,9 +10,8 @@ use std::time::SystemTime;
 
 use super::deb::Compression;
 use super::error::DebianError;
-use super::fetch::{Cache, Expected, Fetch, display_url};
-use super::index::Sources;
-use super::release::Release;
+use super::fetch::{Cache, Fetch};
+use super::index::{Sources, signed_index_file, signed_release};
 
 /// `Contents` indexes larger than this are refused (bookworm's is 12 MB).
 const MAX_CONTENTS: u64 = 1 << 30;
@@ -52,56 +51,25 @@ pub fn find_files(
         .pockets
         .first()
         .ok_or_else(|| DebianError::Usage("no pocket to look files up in".into()))?;
-    let name = kind.name(&sources.suite);
-    let url = sources.url(kind, &format!("dists/{name}/InRelease"))?;
-    let shown = display_url(&url);
-    let tmp = cache.temp_path("InRelease")?;
-    let got = fetch.get(&url, &tmp, 16 << 20);
-    let bytes = got
-        .map_err(DebianError::from)
-        .and_then(|_| std::fs::read(&tmp).map_err(DebianError::io("reading", &tmp)));
-    let _ = std::fs::remove_file(&tmp);
-    let release = Release::verify(&bytes?, &shown, &name, &sources.keyring, now)?;
+    let release = signed_release(fetch, cache, sources, kind, now)?;
     let mut out: BTreeMap<String, Vec<ContentsMatch>> = queries
         .iter()
         .map(|q| ((*q).to_owned(), Vec::new()))
         .collect();
     for component in &sources.components {
         let base = format!("{component}/Contents-{}", sources.architecture);
-        let Some((path, entry)) = [".gz", ""].iter().find_map(|ext| {
-            let p = format!("{base}{ext}");
-            release.file(&p).map(|e| (p, e.clone()))
-        }) else {
+        let Some(path) = [".gz", ""]
+            .iter()
+            .map(|ext| format!("{base}{ext}"))
+            .find(|p| release.file(p).is_some())
+        else {
             return Err(DebianError::Release {
-                url: shown,
+                url: release.url.clone(),
                 reason: format!("it lists no {base} index"),
             });
         };
-        let mut urls = Vec::new();
-        if release.by_hash {
-            urls.push(sources.url(
-                kind,
-                &format!("dists/{name}/{component}/by-hash/SHA256/{}", entry.sha256),
-            )?);
-        }
-        urls.push(sources.url(kind, &format!("dists/{name}/{path}"))?);
-        let what = format!("{path} of {name}");
-        if entry.size > MAX_CONTENTS {
-            return Err(DebianError::Release {
-                url: shown,
-                reason: format!("{path} is implausibly large ({} bytes)", entry.size),
-            });
-        }
-        let file = cache.fetch(
-            fetch,
-            &urls,
-            &Expected {
-                sha256: entry.sha256,
-                size: entry.size,
-                what: &what,
-                source_of_truth: "its signed InRelease",
-            },
-        )?;
+        let (file, what) =
+            signed_index_file(fetch, cache, sources, kind, &release, &path, MAX_CONTENTS)?;
         let comp = Compression::of_name(&path).unwrap_or(Compression::None);
         let f = File::open(&file).map_err(DebianError::io("opening", &file))?;
         let reader = comp

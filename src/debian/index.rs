@@ -446,13 +446,15 @@ type Fetched = (
 /// ~790): sizes the candidate list once instead of doubling it.
 const MIN_PARAGRAPH: u64 = 700;
 
-fn load_pocket(
+/// A pocket's `InRelease`, fetched (never cached: it is the root of trust
+/// and changes) and verified with the sources' keyring.
+pub(crate) fn signed_release(
     fetch: &dyn Fetch,
     cache: &Cache,
     sources: &Sources,
     kind: PocketKind,
     now: SystemTime,
-) -> Result<Fetched, DebianError> {
+) -> Result<Release, DebianError> {
     let name = kind.name(&sources.suite);
     let url = sources.url(kind, &format!("dists/{name}/InRelease"))?;
     let shown = display_url(&url);
@@ -462,48 +464,83 @@ fn load_pocket(
         .map_err(DebianError::from)
         .and_then(|_| std::fs::read(&tmp).map_err(DebianError::io("reading", &tmp)));
     let _ = std::fs::remove_file(&tmp);
-    let release = Release::verify(&bytes?, &shown, &name, &sources.keyring, now)?;
+    Release::verify(&bytes?, &shown, &name, &sources.keyring, now)
+}
+
+/// An index file `path` that a verified `InRelease` lists, from the cache
+/// or the mirror (by hash when the archive offers it), checked against the
+/// signed hash and refused above `max` bytes. Returns the cached file and
+/// how it is named in messages.
+pub(crate) fn signed_index_file(
+    fetch: &dyn Fetch,
+    cache: &Cache,
+    sources: &Sources,
+    kind: PocketKind,
+    release: &Release,
+    path: &str,
+    max: u64,
+) -> Result<(std::path::PathBuf, String), DebianError> {
+    let name = kind.name(&sources.suite);
+    let entry = release.file(path).ok_or_else(|| DebianError::Release {
+        url: release.url.clone(),
+        reason: format!("it lists no {path}"),
+    })?;
+    let mut urls = Vec::new();
+    if release.by_hash {
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        urls.push(sources.url(
+            kind,
+            &format!("dists/{name}/{dir}/by-hash/SHA256/{}", entry.sha256),
+        )?);
+    }
+    urls.push(sources.url(kind, &format!("dists/{name}/{path}"))?);
+    let what = format!("{path} of {name}");
+    if entry.size > max {
+        return Err(DebianError::Release {
+            url: release.url.clone(),
+            reason: format!("{path} is implausibly large ({} bytes)", entry.size),
+        });
+    }
+    let file = cache.fetch(
+        fetch,
+        &urls,
+        &Expected {
+            sha256: entry.sha256,
+            size: entry.size,
+            what: &what,
+            source_of_truth: "its signed InRelease",
+        },
+    )?;
+    Ok((file, what))
+}
+
+fn load_pocket(
+    fetch: &dyn Fetch,
+    cache: &Cache,
+    sources: &Sources,
+    kind: PocketKind,
+    now: SystemTime,
+) -> Result<Fetched, DebianError> {
+    let name = kind.name(&sources.suite);
+    let release = signed_release(fetch, cache, sources, kind, now)?;
     let mut indexes = Vec::new();
     for component in &sources.components {
         let base = format!("{component}/binary-{}/Packages", sources.architecture);
-        let Some((path, entry)) = INDEX_FORMS.iter().find_map(|ext| {
-            let p = format!("{base}{ext}");
-            release.file(&p).map(|e| (p, e.clone()))
-        }) else {
+        let Some(path) = INDEX_FORMS
+            .iter()
+            .map(|ext| format!("{base}{ext}"))
+            .find(|p| release.file(p).is_some())
+        else {
             return Err(DebianError::Release {
-                url: shown,
+                url: release.url.clone(),
                 reason: format!(
                     "it lists no {base} index (is {} an architecture of {name}?)",
                     sources.architecture
                 ),
             });
         };
-        let mut urls = Vec::new();
-        if release.by_hash {
-            let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-            urls.push(sources.url(
-                kind,
-                &format!("dists/{name}/{dir}/by-hash/SHA256/{}", entry.sha256),
-            )?);
-        }
-        urls.push(sources.url(kind, &format!("dists/{name}/{path}"))?);
-        let what = format!("{path} of {name}");
-        if entry.size > MAX_PACKAGES {
-            return Err(DebianError::Release {
-                url: shown,
-                reason: format!("{path} is implausibly large ({} bytes)", entry.size),
-            });
-        }
-        let file = cache.fetch(
-            fetch,
-            &urls,
-            &Expected {
-                sha256: entry.sha256,
-                size: entry.size,
-                what: &what,
-                source_of_truth: "its signed InRelease",
-            },
-        )?;
+        let (file, what) =
+            signed_index_file(fetch, cache, sources, kind, &release, &path, MAX_PACKAGES)?;
         let plain = release.file(&base).map(|e| e.size);
         indexes.push((file, path, what, plain));
     }
