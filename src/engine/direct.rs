@@ -63,16 +63,17 @@ impl super::Engine for DirectEngine {
         let cache = Layout::create_or_open(job.cache_dir.join("bases"))
             .with_context(|| format!("opening the base image cache {}", job.cache_dir.display()))?;
         let _cache_work = cache.work()?;
+        let memo = Memo::new(job.cache_dir);
         let source = BaseSource {
             client: job.pull_client,
             cache: &cache,
             progress,
+            memo: Some(&memo),
         };
         let base = base::resolve(&s.base, release.platform(), &source).await?;
         // The base's blobs first (verified), so the layout holds the whole image.
         let base = base::install(base, &s.base, release.platform(), job.layout, &source).await?;
         let vcs = Vcs::discover(&s.project);
-        let memo = Memo::new(job.cache_dir);
         let build = DirectBuild {
             settings: s,
             release: &release,
