@@ -139,7 +139,10 @@ impl DirectBuild<'_> {
             own_apps: s.own_apps.clone(),
             assets_min_bytes: s.assets_layer_min,
         })?;
-        let opts = LayerOptions::default();
+        let opts = LayerOptions {
+            codec: s.compression,
+            ..LayerOptions::default()
+        };
         let fingerprints = plan
             .layers
             .iter()
@@ -149,7 +152,7 @@ impl DirectBuild<'_> {
         if !s.skip_preflight {
             self.preflight(&plan)?;
         }
-        let known = self.layout.known_layers();
+        let known = self.layout.known_layers_of(opts.media_type());
         let mut outcomes: Vec<LayerOutcome> = base
             .layers()
             .iter()
@@ -238,7 +241,7 @@ impl DirectBuild<'_> {
             .chain(
                 outcomes[base.layers().len()..]
                     .iter()
-                    .map(|o| Descriptor::new(media::OCI_LAYER_GZIP, o.digest.clone(), o.size)),
+                    .map(|o| Descriptor::new(opts.media_type(), o.digest.clone(), o.size)),
             )
             .collect();
         let manifest = mutate::manifest(
@@ -310,7 +313,7 @@ impl DirectBuild<'_> {
         task.finish("done");
         Ok((
             written,
-            Descriptor::new(media::OCI_LAYER_GZIP, digest, size),
+            Descriptor::new(opts.media_type(), digest, size),
             false,
         ))
     }

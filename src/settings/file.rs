@@ -44,6 +44,8 @@ pub struct BuildSection {
     pub assets_layer_min: Option<String>,
     /// Most a release tarball may extract to (bytes or "8GiB").
     pub max_release_size: Option<String>,
+    /// Layer compression: "gzip", "gzip:LEVEL", "zstd" or "zstd:LEVEL".
+    pub compression: Option<String>,
 }
 
 /// `[image]`.
