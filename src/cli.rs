@@ -98,6 +98,14 @@ pub struct BuildArgs {
     /// a hostile or broken tarball can write to scratch.
     #[arg(long, value_name = "SIZE")]
     pub max_release_size: Option<String>,
+    /// Layer compression: gzip (libdeflate level 4, the default), gzip:LEVEL
+    /// (1-12), zstd (level 3) or zstd:LEVEL (1-22). zstd layers
+    /// (application/vnd.oci.image.layer.v1.tar+zstd) are smaller and faster
+    /// to unpack; containerd >= 1.5, Docker >= 23 and podman pull them,
+    /// Docker 20.10 and older cannot (nor umoci 0.4.7). Base layers keep their
+    /// own compression.
+    #[arg(long, value_name = "gzip|zstd[:LEVEL]")]
+    pub compression: Option<String>,
     /// Base image: HOST[:PORT]/REPO[:TAG|@sha256:…], a Docker Hub name (debian:bookworm-slim), oci:DIR[:TAG],
     /// or deb:SUITE / deb:auto: a base made from Debian packages alone (libc, the start scripts'
     /// shell and tools, the libraries ERTS and the NIFs need, ca-certificates, tzdata, netbase; no

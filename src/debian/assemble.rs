@@ -188,8 +188,8 @@ pub fn layer_fingerprint(req: &LayerRequest<'_>) -> crate::image::Digest {
     let o = req.options;
     h.update(
         format!(
-            "{LAYOUT_VERSION}\n{} {} {} standalone={} slim={} arch={}\n",
-            o.level, o.block_size, o.mtime, req.standalone, req.slim, req.architecture
+            "{LAYOUT_VERSION}\n{:?} {} {} standalone={} slim={} arch={}\n",
+            o.codec, o.block_size, o.mtime, req.standalone, req.slim, req.architecture
         )
         .as_bytes(),
     );

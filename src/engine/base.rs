@@ -5,6 +5,7 @@
 
 use crate::error::{Context as _, Error, OptionContext as _, Result};
 
+use crate::cache::Memo;
 use crate::image::{
     ConfigFile, Descriptor, Digest, ImageRef, Index, Manifest, Platform, RegistryRef, media,
 };
@@ -81,6 +82,9 @@ pub struct BaseSource<'a> {
     pub cache: &'a Layout,
     /// Progress display.
     pub progress: &'a Progress,
+    /// Remembers which base blobs were verified (so unchanged ones are not
+    /// hashed again on every build).
+    pub memo: Option<&'a Memo>,
 }
 
 /// Resolve `base` to `want`'s platform, pulling it when needed.
@@ -274,7 +278,7 @@ pub async fn install(
     layout: &Layout,
     src: &BaseSource<'_>,
 ) -> Result<BaseImage> {
-    let copied = copy_blobs(&base, layout);
+    let copied = copy_blobs(&base, layout, src.memo);
     let Err(err) = copied else {
         return Ok(base);
     };
@@ -299,14 +303,55 @@ pub async fn install(
     src.progress
         .say(format!("warning: {err}: {note}; pulling {r} again"));
     let again = from_registry(r, want, src).await?;
-    copy_blobs(&again, layout)
+    copy_blobs(&again, layout, src.memo)
         .with_context(|| format!("copying the base {r} into {}", layout.root().display()))?;
     Ok(again)
 }
 
-fn copy_blobs(base: &BaseImage, layout: &Layout) -> std::result::Result<(), LayoutError> {
+/// Copy the base's layers into `layout`, each hashed on the way, unless the
+/// memo says this very file (inode, size, mtime, ctime: any write changes
+/// ctime) was verified before; then a kernel-side copy without hashing.
+fn copy_blobs(
+    base: &BaseImage,
+    layout: &Layout,
+    memo: Option<&Memo>,
+) -> std::result::Result<(), LayoutError> {
     for l in base.layers() {
-        layout.copy_blob_from(&base.layout, &l.digest)?;
+        if layout.has_blob(&l.digest) {
+            continue;
+        }
+        let key = memo.and_then(|_| file_key(&base.layout.blob_path(&l.digest), &l.digest));
+        match (memo, &key) {
+            (Some(m), Some(k)) if m.get("verified", k).as_deref() == Some("ok") => {
+                layout.copy_verified_blob_from(&base.layout, &l.digest)?;
+            }
+            _ => {
+                layout.copy_blob_from(&base.layout, &l.digest)?;
+                if let (Some(m), Some(k)) = (memo, &key) {
+                    m.put("verified", k, "ok");
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// What identifies a file's bytes without reading them: its digest name,
+/// device, inode, size, mtime and ctime.
+fn file_key(path: &std::path::Path, digest: &Digest) -> Option<Digest> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Digest::of(
+        format!(
+            "verified v1 {digest} {} {} {} {}.{} {}.{}",
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        )
+        .as_bytes(),
+    ))
 }

@@ -68,12 +68,13 @@ impl super::Engine for DirectEngine {
         let cache = Layout::create_or_open(job.cache_dir.join("bases"))
             .with_context(|| format!("opening the base image cache {}", job.cache_dir.display()))?;
         let _cache_work = cache.work()?;
+        let memo = Memo::new(job.cache_dir);
         let source = BaseSource {
             client: job.pull_client,
             cache: &cache,
             progress,
+            memo: Some(&memo),
         };
-        let memo = Memo::new(job.cache_dir);
         let packages = Packages::new(
             &s.debian,
             s.offline,
@@ -177,7 +178,10 @@ impl DirectBuild<'_> {
             own_apps: s.own_apps.clone(),
             assets_min_bytes: s.assets_layer_min,
         })?;
-        let opts = LayerOptions::default();
+        let opts = LayerOptions {
+            codec: s.compression,
+            ..LayerOptions::default()
+        };
         let fingerprints = plan
             .layers
             .iter()
@@ -187,7 +191,7 @@ impl DirectBuild<'_> {
         if !s.skip_preflight {
             self.preflight(&plan)?;
         }
-        let known = self.layout.known_layers();
+        let known = self.layout.known_layers_of(opts.media_type());
         let mut outcomes: Vec<LayerOutcome> = base
             .layers()
             .iter()
@@ -298,7 +302,7 @@ impl DirectBuild<'_> {
             .chain(
                 outcomes[base.layers().len()..]
                     .iter()
-                    .map(|o| Descriptor::new(media::OCI_LAYER_GZIP, o.digest.clone(), o.size)),
+                    .map(|o| Descriptor::new(opts.media_type(), o.digest.clone(), o.size)),
             )
             .collect();
         let manifest = mutate::manifest(
@@ -370,7 +374,7 @@ impl DirectBuild<'_> {
         task.finish("done");
         Ok((
             written,
-            Descriptor::new(media::OCI_LAYER_GZIP, digest, size),
+            Descriptor::new(opts.media_type(), digest, size),
             false,
         ))
     }

@@ -1,11 +1,17 @@
-//! The parallel gzip: blocks deflated on their own (primed with the previous
-//! block's tail), joined into one gzip member in order, so the bytes do not
-//! depend on the number of threads.
+//! The parallel layer compressor: the tar stream cut into fixed-size blocks,
+//! each compressed on its own by [`crate::compress::BlockCompressor`] (gzip
+//! members by libdeflate, dictionary-primed zlib-rs blocks, or zstd frames),
+//! joined in order, so the bytes do not depend on the number of threads;
+//! the blocks in flight bounded in bytes, not per core.
 
 #[allow(unused_imports)]
 use super::*;
-// ---------------------------------------------------------------------------
-// parallel gzip
+use crate::compress::{BlockCompressor, BlockOut, Codec, CrcCombiner, gzip_header, gzip_trailer};
+
+/// Most bytes of blocks (input and output) and compressor state in flight,
+/// whatever the core count: what keeps a 64-core runner's build under the
+/// 100 MB bound.
+pub(super) const IN_FLIGHT_BYTES: usize = 48 << 20;
 
 /// A block of the tar stream and its compressed form; recycled through the
 /// pipeline so at most `capacity` blocks ever exist.
@@ -13,11 +19,12 @@ use super::*;
 pub(super) struct Block {
     seq: u64,
     last: bool,
-    /// The previous block's last 32 KiB (empty for the first block).
+    /// The previous block's last 32 KiB (empty for the first block and for
+    /// codecs without a dictionary).
     dict: Vec<u8>,
     input: Vec<u8>,
     output: Vec<u8>,
-    crc: Crc,
+    out: Option<BlockOut>,
 }
 
 /// The producer end: cuts the tar stream into blocks for the workers.
@@ -30,6 +37,7 @@ pub(super) struct BlockSink<'a> {
     current: Option<Block>,
     seq: u64,
     tail: Vec<u8>,
+    keep_tail: bool,
     progress: Option<&'a Task>,
 }
 
@@ -68,11 +76,13 @@ impl BlockSink<'_> {
         b.last = last;
         self.seq += 1;
         b.dict.clear();
-        b.dict.extend_from_slice(&self.tail);
-        let keep = b.input.len().min(DICT_SIZE);
-        self.tail.clear();
-        self.tail
-            .extend_from_slice(&b.input[b.input.len() - keep..]);
+        if self.keep_tail {
+            b.dict.extend_from_slice(&self.tail);
+            let keep = b.input.len().min(DICT_SIZE);
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&b.input[b.input.len() - keep..]);
+        }
         if let Some(p) = self.progress {
             p.inc(b.input.len() as u64);
         }
@@ -110,88 +120,32 @@ impl Write for BlockSink<'_> {
 }
 
 pub(super) fn compress_worker(
-    level: Compression,
+    codec: Codec,
     work: &Mutex<Receiver<Block>>,
     done: &SyncSender<Result<Block, String>>,
 ) {
+    let mut c = match BlockCompressor::new(codec) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = done.send(Err(e.to_string()));
+            return;
+        }
+    };
     loop {
         let next = work.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(mut block) = next else { return };
-        // Already-compressed data (images, fonts, phx.digest's .gz copies)
-        // only costs time to deflate again: store it. The choice depends on
-        // the block's bytes alone, so the output stays deterministic.
-        let level = if looks_incompressible(&block.input) {
-            Compression::none()
-        } else {
-            level
-        };
-        // A fresh compressor per block: a reset one carries state over from
-        // the blocks this worker happened to compress before (measured: the
-        // bytes then depend on how blocks were spread over threads).
-        let compressor = &mut Compress::new(level, false);
-        let res = compress_block(compressor, &mut block).map(|()| block);
+        // The bytes depend on the block's dictionary, input and position
+        // alone (incompressible blocks are stored, by their bytes alone).
+        let res = c
+            .compress(&block.dict, &block.input, block.last, &mut block.output)
+            .map(|out| {
+                block.out = Some(out);
+                block
+            })
+            .map_err(|e| e.to_string());
         if done.send(res).is_err() {
             return;
         }
-    }
-}
-
-/// Whether a block's bytes are so evenly spread (Shannon entropy of the byte
-/// histogram above 7.97 bits per byte) that deflate cannot shrink it: the
-/// signature of compressed or encrypted data. Text, code and BEAM files are
-/// far below (typically 4.5–6.5).
-pub(super) fn looks_incompressible(bytes: &[u8]) -> bool {
-    if bytes.len() < 64 * 1024 {
-        return false;
-    }
-    let mut counts = [0u64; 256];
-    for &b in bytes {
-        counts[b as usize] += 1;
-    }
-    let n = bytes.len() as f64;
-    let entropy: f64 = counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / n;
-            -p * p.log2()
-        })
-        .sum();
-    entropy > 7.97
-}
-
-/// Raw deflate of one block: primed with the dictionary, ending with a
-/// sync flush (byte-aligned, not final) or, for the last block, a finish.
-pub(super) fn compress_block(c: &mut Compress, b: &mut Block) -> Result<(), String> {
-    c.reset();
-    if !b.dict.is_empty() {
-        c.set_dictionary(&b.dict).map_err(|e| e.to_string())?;
-    }
-    b.crc.reset();
-    b.crc.update(&b.input);
-    b.output.clear();
-    b.output.reserve(b.input.len() + b.input.len() / 16 + 1024);
-    let flush = if b.last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    let mut consumed = 0;
-    loop {
-        let before = c.total_in();
-        let status = c
-            .compress_vec(&b.input[consumed..], &mut b.output, flush)
-            .map_err(|e| e.to_string())?;
-        consumed += (c.total_in() - before) as usize;
-        let done = if b.last {
-            status == Status::StreamEnd
-        } else {
-            consumed == b.input.len() && b.output.len() < b.output.capacity()
-        };
-        if done {
-            return Ok(());
-        }
-        b.output.reserve(64 * 1024);
     }
 }
 
@@ -201,26 +155,27 @@ pub(super) enum WriterError {
     Incomplete,
 }
 
-/// Writes the gzip member: header, blocks in order, trailer (combined CRC32
-/// and size). Hands each block back to the producer once written.
+/// Writes the stream: the codec's header, blocks in order, its trailer
+/// (for one dictionary-primed gzip member, the combined CRC32 and size).
+/// Hands each block back to the producer once written.
 pub(super) fn ordered_writer<W: Write>(
     mut out: W,
+    codec: Codec,
     done: Receiver<Result<Block, String>>,
     free: SyncSender<Block>,
 ) -> Result<W, WriterError> {
-    out.write_all(&GZIP_HEADER).map_err(WriterError::Output)?;
+    out.write_all(gzip_header(codec))
+        .map_err(WriterError::Output)?;
     let mut pending: BTreeMap<u64, Block> = BTreeMap::new();
     let mut next = 0u64;
-    let mut crc = Crc::new();
-    let mut size = 0u64;
+    let mut crc = CrcCombiner::new();
     let mut finished = false;
     for res in done {
         let block = res.map_err(WriterError::Compress)?;
         pending.insert(block.seq, block);
         while let Some(mut b) = pending.remove(&next) {
             out.write_all(&b.output).map_err(WriterError::Output)?;
-            crc.combine(&b.crc);
-            size += b.input.len() as u64;
+            crc.push(b.out.take().expect("a compressed block"));
             finished |= b.last;
             next += 1;
             b.input.clear();
@@ -232,16 +187,32 @@ pub(super) fn ordered_writer<W: Write>(
     if !finished {
         return Err(WriterError::Incomplete);
     }
-    out.write_all(&crc.sum().to_le_bytes())
-        .map_err(WriterError::Output)?;
-    out.write_all(&(size as u32).to_le_bytes())
+    out.write_all(&gzip_trailer(codec, crc.sum(), crc.len()))
         .map_err(WriterError::Output)?;
     out.flush().map_err(WriterError::Output)?;
     Ok(out)
 }
 
-/// The parallel gzip pipeline around `produce`, which writes the tar
-/// stream into the sink and returns its entry count.
+/// How many worker threads and blocks in flight: at most one worker per
+/// core, two blocks per worker, and all of it (each block's input and
+/// output, each worker's compressor state) within [`IN_FLIGHT_BYTES`].
+pub(super) fn pipeline_shape(codec: Codec, block_size: usize, cores: usize) -> (usize, usize) {
+    // A compressor's tables: libdeflate and zlib under 1 MiB; zstd's grow
+    // with the level (hash and chain tables sized to a 1 MiB block).
+    let state = match codec {
+        Codec::Zstd(l) if l >= 16 => 24 << 20,
+        Codec::Zstd(l) if l >= 10 => 12 << 20,
+        Codec::Zstd(_) => 6 << 20,
+        Codec::Libdeflate(_) | Codec::Zlib(_) => 1 << 20,
+    };
+    let per_block = 2 * block_size + block_size / 8 + DICT_SIZE;
+    let per_worker = state + 2 * per_block;
+    let threads = cores.clamp(1, (IN_FLIGHT_BYTES / per_worker).max(1));
+    (threads, 2 * threads)
+}
+
+/// The parallel compression pipeline around `produce`, which writes the
+/// tar stream into the sink and returns its entry count.
 pub(super) fn compress<W, F>(
     name: &str,
     opts: &LayerOptions,
@@ -253,9 +224,8 @@ where
     W: Write + Send,
     F: FnOnce(&mut DigestWriter<BlockSink<'_>>) -> Result<usize, TarError>,
 {
-    let threads = opts.threads();
-    let in_flight = 2 * threads;
-    let level = Compression::new(opts.level);
+    let codec = opts.codec;
+    let (threads, in_flight) = pipeline_shape(codec, opts.block_size, opts.threads());
     std::thread::scope(|scope| {
         let (work_tx, work_rx) = mpsc::sync_channel::<Block>(in_flight);
         let (done_tx, done_rx) = mpsc::sync_channel::<Result<Block, String>>(in_flight);
@@ -266,11 +236,11 @@ where
         for _ in 0..threads {
             let rx = Arc::clone(&work_rx);
             let tx = done_tx.clone();
-            scope.spawn(move || compress_worker(level, &rx, &tx));
+            scope.spawn(move || compress_worker(codec, &rx, &tx));
         }
         drop(work_rx);
         drop(done_tx);
-        let writer = scope.spawn(move || ordered_writer(out, done_rx, free_tx));
+        let writer = scope.spawn(move || ordered_writer(out, codec, done_rx, free_tx));
 
         let mut sink = DigestWriter::new(BlockSink {
             work_tx,
@@ -281,6 +251,7 @@ where
             current: None,
             seq: 0,
             tail: Vec::with_capacity(DICT_SIZE),
+            keep_tail: codec.uses_dictionary(),
             progress,
         });
         let produced = produce(&mut sink).and_then(|entries| {

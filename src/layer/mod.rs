@@ -1,11 +1,12 @@
 //! Deterministic layers: sorted tar entries with fixed owner and mtimes,
-//! hashed (diff ID) and gzip-compressed on all cores in one streaming pass.
+//! hashed (diff ID) and compressed (gzip or zstd) on all cores in one
+//! streaming pass.
 //!
-//! The gzip stream is made pigz-style: the tar stream is cut into fixed-size
-//! blocks, each block is deflated on its own (primed with the previous
-//! block's last 32 KiB as dictionary) and ends byte-aligned, so the output
-//! depends only on the input, the level and the block size — never on the
-//! number of threads or their timing.
+//! The tar stream is cut into fixed-size blocks, each compressed on its own
+//! (by default a libdeflate gzip member per block, so the layer is a
+//! multi-member gzip stream; zstd makes one frame per block), joined in
+//! order: the output depends only on the input, the codec and the block
+//! size — never on the number of threads or their timing.
 
 use crate::error::io as io_err;
 use std::borrow::Cow;
@@ -18,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use tar::{EntryType, Header};
 
 use crate::image::{Digest, DigestWriter, Sha256Hasher};
@@ -36,8 +36,6 @@ pub const DEFAULT_BLOCK_SIZE: usize = 1 << 20;
 const TAR_BLOCK: usize = 512;
 const READ_CHUNK: usize = 256 * 1024;
 const DICT_SIZE: usize = 32 * 1024;
-/// gzip header: deflate, no flags, mtime 0, no extra flags, OS "unknown".
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 /// What went wrong building a layer, and with which file.
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +109,8 @@ impl LayerError {
 /// change any of them (but `threads`) and every layer digest changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerOptions {
-    /// gzip level, 0–9 (default 6).
-    pub level: u32,
+    /// Codec and level (default [`crate::compress::DEFAULT_GZIP`]).
+    pub codec: crate::compress::Codec,
     /// Compression threads; 0 = one per core. Does not change the output.
     pub threads: usize,
     /// Size of the independently compressed blocks (default 1 MiB).
@@ -128,7 +126,7 @@ pub struct LayerOptions {
 impl Default for LayerOptions {
     fn default() -> Self {
         LayerOptions {
-            level: 6,
+            codec: crate::compress::DEFAULT_GZIP,
             threads: 0,
             block_size: DEFAULT_BLOCK_SIZE,
             mtime: FIXED_MTIME,
@@ -139,6 +137,11 @@ impl Default for LayerOptions {
 }
 
 impl LayerOptions {
+    /// The media type of a layer written with these options.
+    pub fn media_type(&self) -> &'static str {
+        self.codec.media_type()
+    }
+
     fn threads(&self) -> usize {
         if self.threads > 0 {
             self.threads
@@ -148,12 +151,9 @@ impl LayerOptions {
     }
 
     fn check(&self) -> Result<(), LayerError> {
-        if self.level > 9 {
-            return Err(LayerError::Options(format!(
-                "gzip level {} is not in 0-9",
-                self.level
-            )));
-        }
+        self.codec
+            .check()
+            .map_err(|e| LayerError::Options(e.to_string()))?;
         if self.block_size < 64 * 1024 || self.block_size > 1 << 30 {
             return Err(LayerError::Options(format!(
                 "block size {} is not between 64 KiB and 1 GiB",

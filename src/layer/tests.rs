@@ -15,14 +15,14 @@ fn compressed_looking_blocks_are_stored_and_text_is_deflated() {
             x as u8
         })
         .collect();
-    assert!(super::gzip::looks_incompressible(&random));
+    assert!(crate::compress::looks_incompressible(&random));
     let text = b"defmodule Guildhall.Greeting do\n  def hello, do: :world\nend\n".repeat(20_000);
-    assert!(!super::gzip::looks_incompressible(&text));
+    assert!(!crate::compress::looks_incompressible(&text));
 }
 
 use std::os::unix::fs::PermissionsExt;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>, mode: u32) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -121,7 +121,7 @@ struct Back {
 }
 
 fn read_back(gzip: &[u8]) -> Vec<Back> {
-    let mut ar = tar::Archive::new(GzDecoder::new(gzip));
+    let mut ar = tar::Archive::new(MultiGzDecoder::new(gzip));
     ar.entries()
         .unwrap()
         .map(|e| {
@@ -190,6 +190,70 @@ fn one_two_and_three_threads_write_identical_bytes() {
 }
 
 #[test]
+fn every_codec_writes_the_same_bytes_on_one_two_and_three_threads_and_decodes_to_the_diff_id() {
+    use crate::compress::Codec;
+    let tmp = tempfile::tempdir().unwrap();
+    sample_tree(tmp.path());
+    let layer = plan_of(tmp.path());
+    for codec in [
+        Codec::Libdeflate(4),
+        Codec::Zlib(6),
+        Codec::Zstd(3),
+        Codec::Zstd(19),
+    ] {
+        let opts = |threads| LayerOptions {
+            codec,
+            ..small_blocks(threads)
+        };
+        let (s1, one) = gz(&layer, &opts(1));
+        for threads in [2, 3] {
+            let (s, other) = gz(&layer, &opts(threads));
+            assert!(one == other, "{codec:?} on {threads} threads");
+            assert_eq!(s, s1);
+        }
+        let mut tar = Vec::new();
+        if codec.is_gzip() {
+            MultiGzDecoder::new(one.as_slice())
+                .read_to_end(&mut tar)
+                .unwrap();
+        } else {
+            zstd::stream::read::Decoder::new(one.as_slice())
+                .unwrap()
+                .read_to_end(&mut tar)
+                .unwrap();
+        }
+        assert_eq!(Digest::of(&tar), s1.diff_id, "{codec:?}");
+    }
+}
+
+#[test]
+fn the_blocks_in_flight_fit_the_memory_bound_on_any_number_of_cores() {
+    use crate::compress::Codec;
+    for codec in [
+        Codec::Libdeflate(12),
+        Codec::Zlib(9),
+        Codec::Zstd(3),
+        Codec::Zstd(22),
+    ] {
+        for cores in [1, 2, 8, 64, 256] {
+            let (threads, blocks) = gzip::pipeline_shape(codec, DEFAULT_BLOCK_SIZE, cores);
+            assert!(threads >= 1 && threads <= cores, "{codec:?} {cores}");
+            // Each block holds its input and output (≤ 2 × its size plus slack).
+            let bytes = blocks * (2 * DEFAULT_BLOCK_SIZE + DEFAULT_BLOCK_SIZE / 8);
+            assert!(bytes <= gzip::IN_FLIGHT_BYTES, "{codec:?} {cores}: {bytes}");
+        }
+    }
+    // zstd's biggest levels hold ~24 MiB of tables per worker: fewer workers.
+    assert!(gzip::pipeline_shape(Codec::Zstd(22), DEFAULT_BLOCK_SIZE, 256).0 <= 2);
+    assert!(gzip::pipeline_shape(Codec::Libdeflate(4), DEFAULT_BLOCK_SIZE, 256).0 <= 16);
+    assert_eq!(
+        gzip::pipeline_shape(Codec::Libdeflate(4), DEFAULT_BLOCK_SIZE, 2).0,
+        2,
+        "a 2-core machine uses both cores"
+    );
+}
+
+#[test]
 fn entries_come_back_sorted_with_fixed_owner_and_mtime_and_their_modes_links_and_names() {
     let tmp = tempfile::tempdir().unwrap();
     sample_tree(tmp.path());
@@ -243,10 +307,10 @@ fn the_gzip_stream_decompresses_with_a_valid_crc_to_the_tar_the_diff_id_names() 
     sample_tree(tmp.path());
     let layer = plan_of(tmp.path());
     let (stats, bytes) = gz(&layer, &small_blocks(2));
-    assert_eq!(&bytes[..10], &GZIP_HEADER);
+    assert_eq!(&bytes[..3], &[0x1f, 0x8b, 8]);
     let mut tar = Vec::new();
-    // GzDecoder checks the CRC32 and ISIZE of the trailer.
-    GzDecoder::new(bytes.as_slice())
+    // The decoder checks each member's CRC32 and ISIZE.
+    MultiGzDecoder::new(bytes.as_slice())
         .read_to_end(&mut tar)
         .unwrap();
     assert_eq!(tar.len() as u64, stats.uncompressed_size);
@@ -257,7 +321,7 @@ fn the_gzip_stream_decompresses_with_a_valid_crc_to_the_tar_the_diff_id_names() 
     let n = corrupt.len();
     corrupt[n - 8] ^= 1;
     assert!(
-        GzDecoder::new(corrupt.as_slice())
+        MultiGzDecoder::new(corrupt.as_slice())
             .read_to_end(&mut Vec::new())
             .is_err()
     );
@@ -322,7 +386,7 @@ fn a_tar_stream_of_exactly_whole_blocks_still_ends_properly() {
     let (stats, bytes) = gz(&layer, &small_blocks(2));
     assert_eq!(stats.uncompressed_size, 2 * 65536);
     let mut tar = Vec::new();
-    GzDecoder::new(bytes.as_slice())
+    MultiGzDecoder::new(bytes.as_slice())
         .read_to_end(&mut tar)
         .unwrap();
     assert_eq!(tar.len(), 2 * 65536);
@@ -333,7 +397,7 @@ fn an_empty_layer_is_a_valid_gzip_of_an_empty_tar() {
     let (stats, bytes) = gz(&PlannedLayer::new("e", "e"), &LayerOptions::default());
     assert_eq!((stats.entries, stats.uncompressed_size), (0, 1024));
     let mut tar = Vec::new();
-    GzDecoder::new(bytes.as_slice())
+    MultiGzDecoder::new(bytes.as_slice())
         .read_to_end(&mut tar)
         .unwrap();
     assert_eq!(tar, vec![0u8; 1024]);

@@ -46,8 +46,8 @@ pub fn fingerprint(layer: &PlannedLayer, opts: &LayerOptions) -> Result<Digest, 
     // The tar format version and everything in the options that changes bytes.
     h.update(
         format!(
-            "guildhall-image layer v1 {} {} {} {} {}\n",
-            opts.level, opts.block_size, opts.mtime, opts.uid, opts.gid
+            "guildhall-image layer v1 {:?} {} {} {} {}\n",
+            opts.codec, opts.block_size, opts.mtime, opts.uid, opts.gid
         )
         .as_bytes(),
     );

@@ -146,6 +146,19 @@ impl Layout {
     /// Derived state, so there is no cache to go stale; unreadable images
     /// are passed over.
     pub fn known_layers(&self) -> HashMap<Digest, Descriptor> {
+        self.known_layers_of(media::OCI_LAYER_GZIP)
+    }
+
+    /// [`Layout::known_layers`] of one kind: gzip (OCI or Docker) when
+    /// `media_type` is a gzip layer type, else exactly `media_type` (zstd).
+    pub fn known_layers_of(&self, media_type: &str) -> HashMap<Digest, Descriptor> {
+        let wanted = |t: &str| {
+            if media::is_gzip_layer(media_type) {
+                media::is_gzip_layer(t)
+            } else {
+                t == media_type
+            }
+        };
         let mut out = HashMap::new();
         let Ok(images) = self.images() else {
             return out;
@@ -169,9 +182,7 @@ impl Layout {
             };
             for (id, l) in cfg.diff_ids().into_iter().zip(&m.layers) {
                 let Some(id) = id else { continue };
-                if media::is_gzip_layer(&l.media_type)
-                    && self.blob_size(&l.digest).ok() == Some(l.size)
-                {
+                if wanted(&l.media_type) && self.blob_size(&l.digest).ok() == Some(l.size) {
                     out.insert(id, l.clone());
                 }
             }

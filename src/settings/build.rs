@@ -48,6 +48,8 @@ pub struct BuildSettings {
     pub own_apps: Vec<String>,
     /// Static assets at least this big get their own layer.
     pub assets_layer_min: u64,
+    /// How the release's layers are compressed (`--compression`).
+    pub compression: crate::compress::Codec,
     /// Bounds on extracting a release tarball.
     pub release_limits: crate::release::ExtractLimits,
     /// The BuildKit engine's options.
@@ -188,6 +190,15 @@ impl Settings {
             Some(s) => parse_size(s).map_err(|r| invalid("build.assets_layer_min", r))?,
             None => 1024 * 1024,
         };
+        let compression = match (&a.compression, &f.build.compression) {
+            (Some(c), _) => c
+                .parse::<crate::compress::Codec>()
+                .map_err(|e| invalid("--compression", e.to_string()))?,
+            (None, Some(c)) => c
+                .parse::<crate::compress::Codec>()
+                .map_err(|e| invalid("build.compression", e.to_string()))?,
+            (None, None) => crate::compress::DEFAULT_GZIP,
+        };
         let max_extracted = match a
             .max_release_size
             .as_deref()
@@ -223,6 +234,7 @@ impl Settings {
                     ("--base", a.base.is_some()),
                     ("--release", a.release.is_some()),
                     ("--package", !debian.packages.is_empty()),
+                    ("--compression", a.compression.is_some()),
                 ] {
                     if given {
                         warnings.push(format!(
@@ -261,6 +273,7 @@ impl Settings {
             offline: a.offline,
             own_apps: f.build.own_apps.clone(),
             assets_layer_min,
+            compression,
             release_limits: crate::release::ExtractLimits {
                 max_bytes: max_extracted,
             },

@@ -51,6 +51,8 @@ pub struct BuildSection {
     /// (`NAME` or `NAME=VERSION`).
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Layer compression: "gzip", "gzip:LEVEL", "zstd" or "zstd:LEVEL".
+    pub compression: Option<String>,
 }
 
 /// `[debian]`: where Debian packages come from.

@@ -817,7 +817,7 @@ fn oci_layout(
 fn diff_id_of(gz: &[u8]) -> guildhall_image::image::Digest {
     use std::io::Read;
     let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(gz)
+    flate2::read::MultiGzDecoder::new(gz)
         .read_to_end(&mut tar)
         .unwrap();
     guildhall_image::image::Digest::of(&tar)

@@ -21,3 +21,4 @@ mod hardening;
 mod push;
 mod registry;
 mod workflow;
+mod zstd;

@@ -52,6 +52,12 @@ rm -f "$base/$name.unpack.log"
 # the name before the '@': two releases both called `guildhall` clash ("the
 # name … seems to be in use by another Erlang node"). So RELEASE_NODE=NAME
 # (dots made underscores) unless given, and host name NAME for good measure.
+# The epmd they share is the host's own, started here: one a container
+# started would die with that container and take the registrations of
+# releases still booting in others with it (a flake under parallel tests).
+if command -v epmd >/dev/null 2>&1; then
+  ERL_EPMD_ADDRESS=127.0.0.1 epmd -daemon >/dev/null 2>&1 || true
+fi
 hostname="$(printf '%s' "$name" | tr '._' '--' | cut -c1-63)"
 node="$(printf '%s' "$name" | tr '.' '_')"
 extra=("BIND_ADDRESS=127.0.0.1" "ERL_EPMD_ADDRESS=127.0.0.1"

@@ -119,7 +119,7 @@ pub struct Back {
 /// The entries of a gzip layer, in order (file data kept only for paths
 /// `keep` says yes to).
 pub fn read_layer(gz: &[u8], keep: &dyn Fn(&str) -> bool) -> Vec<Back> {
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(gz));
     ar.entries()
         .expect("a tar")
         .map(|e| {
