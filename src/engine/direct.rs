@@ -299,8 +299,12 @@ impl DirectBuild<'_> {
             .layers()
             .iter()
             .cloned()
+            // The packages layer is always gzip (preflight and the next
+            // build read it like a base layer); the release's follow
+            // `--compression`.
+            .chain(self.packages.map(|p| p.descriptor.clone()))
             .chain(
-                outcomes[base.layers().len()..]
+                outcomes[base.layers().len() + usize::from(self.packages.is_some())..]
                     .iter()
                     .map(|o| Descriptor::new(opts.media_type(), o.digest.clone(), o.size)),
             )
