@@ -3,7 +3,7 @@
 //! and hard links kept as such, permission bits set explicitly (umask-free).
 
 use crate::error::io as io_err;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -64,6 +64,7 @@ pub(crate) fn extract(
     // Directory modes are applied last, so a read-only directory does not
     // stop its own contents from being written.
     let mut dir_modes: BTreeMap<PathBuf, u32> = BTreeMap::new();
+    let mut known: HashSet<PathBuf> = HashSet::new();
     let mut buf = vec![0u8; 256 * 1024];
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -99,13 +100,13 @@ pub(crate) fn extract(
         let target = dest.join(&rel);
         match kind {
             EntryType::Directory => {
-                make_dirs(dest, &rel).map_err(&unsafe_entry)?;
+                make_dirs(dest, &rel, &mut known).map_err(&unsafe_entry)?;
                 dir_modes.insert(target, mode()?);
             }
             // tar expands old-GNU sparse entries ('S') as it reads them.
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mode = mode()?;
-                prepare_leaf(dest, &rel).map_err(&unsafe_entry)?;
+                prepare_leaf(dest, &rel, &mut known).map_err(&unsafe_entry)?;
                 let mut file = File::create(&target).map_err(io_err("creating", &target))?;
                 match &sparse {
                     None => loop {
@@ -143,7 +144,7 @@ pub(crate) fn extract(
                     .link_name()
                     .map_err(corrupt)?
                     .ok_or_else(|| unsafe_entry("a symlink without a target".into()))?;
-                prepare_leaf(dest, &rel).map_err(&unsafe_entry)?;
+                prepare_leaf(dest, &rel, &mut known).map_err(&unsafe_entry)?;
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(io_err("creating symlink", &target))?;
             }
@@ -163,7 +164,7 @@ pub(crate) fn extract(
                         link_rel.display()
                     )));
                 }
-                prepare_leaf(dest, &rel).map_err(&unsafe_entry)?;
+                prepare_leaf(dest, &rel, &mut known).map_err(&unsafe_entry)?;
                 fs::hard_link(&original, &target).map_err(io_err("linking", &target))?;
             }
             other => {
@@ -213,12 +214,22 @@ fn sanitize(path: &Path) -> Result<Option<PathBuf>, String> {
 
 /// Create `dest/rel` and its parents as needed, refusing to pass through
 /// anything but real directories.
-fn make_dirs(dest: &Path, rel: &Path) -> Result<(), String> {
+///
+/// `known` holds the directories already checked or made by this
+/// extraction: no entry can turn one into a symlink afterwards (a leaf is
+/// only ever replaced when it is not a directory), so each is checked once
+/// rather than once per file below it.
+fn make_dirs(dest: &Path, rel: &Path, known: &mut HashSet<PathBuf>) -> Result<(), String> {
     let mut cur = dest.to_path_buf();
     for c in rel.components() {
         cur.push(c);
+        if known.contains(&cur) {
+            continue;
+        }
         match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.is_dir() => {
+                known.insert(cur.clone());
+            }
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(format!(
                     "it goes through the symlink {}",
@@ -235,6 +246,7 @@ fn make_dirs(dest: &Path, rel: &Path) -> Result<(), String> {
                 fs::create_dir(&cur).map_err(|e| format!("creating {}: {e}", cur.display()))?;
                 fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
                     .map_err(|e| format!("setting permissions of {}: {e}", cur.display()))?;
+                known.insert(cur.clone());
             }
             Err(e) => return Err(format!("reading {}: {e}", cur.display())),
         }
@@ -261,9 +273,9 @@ fn check_no_symlinks(dest: &Path, rel: &Path) -> Result<(), String> {
 
 /// Make the parents of `dest/rel` and clear the way for a new file, symlink
 /// or link there (a later entry replaces an earlier one, as with `tar -x`).
-fn prepare_leaf(dest: &Path, rel: &Path) -> Result<(), String> {
+fn prepare_leaf(dest: &Path, rel: &Path, known: &mut HashSet<PathBuf>) -> Result<(), String> {
     if let Some(parent) = rel.parent() {
-        make_dirs(dest, parent)?;
+        make_dirs(dest, parent, known)?;
     }
     let target = dest.join(rel);
     match fs::symlink_metadata(&target) {
