@@ -53,6 +53,22 @@ pub struct BaseFacts {
     /// The text of `/etc/os-release` (or `/usr/lib/os-release`, which
     /// Debian's `/etc/os-release` links to), when the base has one.
     pub os_release: Option<String>,
+    /// The dpkg database texts `installed` was read from, in order (what
+    /// [`BaseFacts::to_record`] keeps).
+    sources: Vec<(String, Vec<u8>)>,
+}
+
+/// [`BaseFacts`] as remembered between builds: everything it was made
+/// from, so that it is rebuilt exactly (the dpkg `status` bytes go into the
+/// packages layer).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    version: u32,
+    symlinks: Vec<(PathBuf, PathBuf)>,
+    dirs: Vec<PathBuf>,
+    dpkg_status: Option<String>,
+    os_release: Option<String>,
+    sources: Vec<(String, String)>,
 }
 
 /// `etc/os-release`, and where Debian keeps the file it links to.
@@ -91,6 +107,56 @@ impl BaseFacts {
         field("VERSION_CODENAME").filter(|c| !c.is_empty())
     }
 
+    /// These facts as text, to remember them between builds (reading a base's
+    /// layers again costs a decompression of all of them); `None` when a
+    /// database text is not UTF-8 (then they are simply not remembered).
+    pub fn to_record(&self) -> Option<String> {
+        let text = |b: &Vec<u8>| String::from_utf8(b.clone()).ok();
+        let r = Record {
+            version: 1,
+            symlinks: self
+                .symlinks
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect(),
+            dirs: self.dirs.iter().cloned().collect(),
+            dpkg_status: match &self.dpkg_status {
+                Some(b) => Some(text(b)?),
+                None => None,
+            },
+            os_release: self.os_release.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|(w, b)| Some((w.clone(), text(b)?)))
+                .collect::<Option<_>>()?,
+        };
+        serde_json::to_string(&r).ok()
+    }
+
+    /// Facts from [`BaseFacts::to_record`]'s text, exactly as they were.
+    pub fn from_record(text: &str) -> Result<BaseFacts, DebianError> {
+        let bad = |reason: String| DebianError::Index {
+            what: "the remembered base facts".into(),
+            reason,
+        };
+        let r: Record = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if r.version != 1 {
+            return Err(bad(format!("version {}", r.version)));
+        }
+        let mut facts = BaseFacts {
+            symlinks: r.symlinks.into_iter().collect(),
+            dirs: r.dirs.into_iter().collect(),
+            dpkg_status: r.dpkg_status.map(String::into_bytes),
+            os_release: r.os_release,
+            ..BaseFacts::default()
+        };
+        for (what, text) in r.sources {
+            facts.add_dpkg_db(&what, text.as_bytes())?;
+        }
+        Ok(facts)
+    }
+
     /// A base with nothing: for `deb:SUITE`.
     pub fn empty() -> BaseFacts {
         BaseFacts::default()
@@ -111,6 +177,7 @@ impl BaseFacts {
             let pkg = installed_of(&p).map_err(bad)?;
             self.installed.insert(pkg.name.clone(), pkg);
         }
+        self.sources.push((what.to_owned(), bytes.to_vec()));
         Ok(())
     }
 
@@ -305,6 +372,26 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_facts_come_back_exactly_as_they_were() {
+        let mut f = BaseFacts::default();
+        let status = b"Package: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u9\nArchitecture: amd64\nMulti-Arch: same\n\nPackage: dash\nStatus: install ok installed\nVersion: 0.5.12-2\nArchitecture: amd64\nEssential: yes\nProvides: sh\n";
+        f.add_dpkg_db("status", status).unwrap();
+        f.dpkg_status = Some(status.to_vec());
+        f.symlinks.insert("bin".into(), "usr/bin".into());
+        f.dirs.insert("usr/bin".into());
+        f.os_release = Some("ID=debian\nVERSION_CODENAME=bookworm\n".into());
+        let back = BaseFacts::from_record(&f.to_record().unwrap()).unwrap();
+        assert_eq!(back.dpkg_status, f.dpkg_status);
+        assert_eq!(back.symlinks, f.symlinks);
+        assert_eq!(back.dirs, f.dirs);
+        assert_eq!(back.debian_suite().as_deref(), Some("bookworm"));
+        let names = |f: &BaseFacts| f.installed.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&back), names(&f));
+        assert!(back.installed["dash"].essential);
+        assert_eq!(back.to_record(), f.to_record());
+    }
 
     #[test]
     fn the_suite_is_the_codename_of_a_debian_os_release_and_nothing_for_others() {

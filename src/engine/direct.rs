@@ -505,7 +505,7 @@ impl DirectBuild<'_> {
 
     /// The base's packages and symlinks.
     fn base_facts(&self) -> Result<BaseFacts> {
-        image_facts(self.base, self.layout)
+        image_facts(self.base, self.layout, self.memo)
     }
 
     /// The index of the base's files: remembered per base manifest (it is

@@ -390,7 +390,24 @@ impl From<FetchError> for Error {
 
 /// The dpkg database, symlinks and `os-release` of an image base, from its
 /// layers in `layout`.
-pub(super) fn image_facts(base: &BaseImage, layout: &Layout) -> Result<BaseFacts> {
+/// Remembered per base manifest (reading them means decompressing every
+/// base layer).
+pub(super) fn image_facts(base: &BaseImage, layout: &Layout, memo: &Memo) -> Result<BaseFacts> {
+    let key = Digest::of(format!("debian base facts v1 {}", base.manifest_digest).as_bytes());
+    if let Some(f) = memo
+        .get("debian-base", &key)
+        .and_then(|t| BaseFacts::from_record(&t).ok())
+    {
+        return Ok(f);
+    }
+    let facts = read_image_facts(base, layout)?;
+    if let Some(t) = facts.to_record() {
+        memo.put("debian-base", &key, &t);
+    }
+    Ok(facts)
+}
+
+fn read_image_facts(base: &BaseImage, layout: &Layout) -> Result<BaseFacts> {
     let readers = base
         .layers()
         .iter()
@@ -413,7 +430,7 @@ pub(super) fn packages_onto(
     layout: &Layout,
 ) -> Result<PackagesLayer> {
     let arch = debian_architecture(release.platform())?;
-    let facts = image_facts(base, layout)
+    let facts = image_facts(base, layout, packages.memo)
         .with_context(|| format!("reading the packages of the base {}", base.name))?;
     let suite = packages.suite_of(&facts, &base.name)?;
     let requests = &packages.settings().packages;
