@@ -23,20 +23,10 @@ use crate::layer::{ExplicitEntry, ExplicitKind};
 /// Symlinks followed while resolving one path (Linux's limit is 40).
 const MAX_HOPS: usize = 40;
 
-/// What a path of the tree is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Node {
-    Dir,
-    /// Bytes at `offset` of `source`.
-    File {
-        source: PathBuf,
-        offset: u64,
-        size: u64,
-    },
-    Symlink(PathBuf),
-    /// Another path of the tree (resolved).
-    HardLink(PathBuf),
-}
+/// What a path of the tree is: the layer writer's own entry kinds, a
+/// `HardLink` naming another path of the tree (made into a link to the
+/// group's first path when the layer is written).
+pub(crate) use crate::layer::ExplicitKind as Node;
 
 /// A node with its metadata and the package that put it there.
 #[derive(Clone, Debug)]
