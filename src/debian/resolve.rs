@@ -39,11 +39,11 @@ impl Request {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
         if !valid {
             return Err(DebianError::Usage(format!(
-                "--package {t:?}: {name:?} is not a Debian package name"
+                "{t:?}: {name:?} is not a Debian package name (lower-case letters, digits, `+-.`)"
             )));
         }
         if let Some(v) = version {
-            Version::parse(v).map_err(|e| DebianError::Usage(format!("--package {t:?}: {e}")))?;
+            Version::parse(v).map_err(|e| DebianError::Usage(format!("{t:?}: {e}")))?;
         }
         Ok(Request {
             name: name.to_owned(),

@@ -82,3 +82,54 @@ fn sizes_tags_and_ports_are_validated() {
         vec!["/app/bin/x", "start"]
     );
 }
+
+#[test]
+fn bases_and_packages_read_as_debian_settings_and_bad_ones_name_their_flag() {
+    use clap::Parser;
+    let build = |args: &[&str]| {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["guildhall-image", "build"]
+                .iter()
+                .chain(args.iter())
+                .copied(),
+        )
+        .unwrap();
+        let crate::cli::Command::Build(a) = &cli.command else {
+            panic!("a build command")
+        };
+        Settings::from_file(ConfigFile::default()).build(a)
+    };
+    let s = build(&[
+        "--base",
+        "deb:trixie",
+        "--package",
+        "libssl3t64",
+        "--locked",
+    ])
+    .unwrap();
+    assert_eq!(s.base, BaseSpec::Debian("trixie".into()));
+    assert_eq!(s.debian.packages[0].name, "libssl3t64");
+    assert_eq!(s.debian.lock_mode, crate::debian::LockMode::Locked);
+    assert!(s.debian.lock_path.ends_with("guildhall-image.lock"));
+    assert_eq!(
+        build(&["--base", "deb:auto"]).unwrap().base,
+        BaseSpec::DebianAuto
+    );
+    for (args, flag) in [
+        (&["--base", "deb:sid"][..], "--base"),
+        (&["--package", "Lib SSL"][..], "--package"),
+        (&["--package", "libssl3=:1"][..], "--package"),
+        (
+            &["--debian-mirror", "ftp://mirror.example/debian"][..],
+            "--debian-mirror",
+        ),
+        (
+            &["--debian-mirror", "http://u:p@mirror.example/debian"][..],
+            "--debian-mirror",
+        ),
+    ] {
+        let e = build(args).unwrap_err().to_string();
+        assert!(e.starts_with(flag), "{args:?}: {e}");
+        assert!(!e.contains("u:p"), "{e}");
+    }
+}
