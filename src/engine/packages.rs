@@ -337,6 +337,9 @@ impl<'a> Packages<'a> {
         for d in &report.scripts.done {
             tracing::info!("done in a maintainer script's stead: {d}");
         }
+        for n in &report.scripts.not_run {
+            tracing::info!("maintainer scripts not run: {n}");
+        }
         for c in &report.clashes {
             tracing::info!("written by two packages: {c}");
         }
