@@ -4,8 +4,6 @@
 //! diff ID) are reused without compressing them again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use crate::error::{Context as _, Result};
@@ -29,7 +27,6 @@ use crate::settings::{BaseSpec, BuildSettings};
 use super::packages::{
     Packages, PackagesLayer, debian_architecture, image_facts, packages_base, packages_onto,
 };
-use crate::debian::BaseFacts;
 
 /// The direct engine: find (or make) the release, get and verify the base,
 /// then [`DirectBuild`].
@@ -82,7 +79,7 @@ impl super::Engine for DirectEngine {
             job.layout,
             &memo,
             progress,
-        )?;
+        );
         let (base, packages_layer) = match &s.base {
             BaseSpec::Image(r) => {
                 let base = base::resolve(r, release.platform(), &source).await?;
@@ -100,9 +97,8 @@ impl super::Engine for DirectEngine {
             BaseSpec::Debian(_) | BaseSpec::DebianAuto => {
                 let base =
                     BaseImage::from_packages(&s.base.to_string(), release.platform(), job.layout)?;
-                let layer = tokio::task::block_in_place(|| {
-                    packages_base(&packages, &s.base, &s.debian, &release)
-                })?;
+                let layer =
+                    tokio::task::block_in_place(|| packages_base(&packages, &s.base, &release))?;
                 (base, Some(layer))
             }
         };
@@ -450,7 +446,7 @@ impl DirectBuild<'_> {
         let suite = match (self.packages, &self.settings.base) {
             (Some(p), _) => p.suite.clone(),
             (None, BaseSpec::Image(_)) => {
-                let facts = self.base_facts().ok()?;
+                let facts = image_facts(self.base, self.layout, self.memo).ok()?;
                 debian.suite_of(&facts, &self.base.name).ok()?
             }
             (None, _) => return None,
@@ -503,11 +499,6 @@ impl DirectBuild<'_> {
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
-    /// The base's packages and symlinks.
-    fn base_facts(&self) -> Result<BaseFacts> {
-        image_facts(self.base, self.layout, self.memo)
-    }
-
     /// The index of the base's files: remembered per base manifest (it is
     /// as much part of the cached base as its blobs), else read from its
     /// layers, decompressing them.
@@ -530,17 +521,11 @@ impl DirectBuild<'_> {
         {
             return Ok(fs);
         }
-        let readers = base
-            .layers()
-            .iter()
-            .chain(self.packages.map(|p| &p.descriptor))
-            .map(|l| -> Result<(BufReader<File>, bool)> {
-                Ok((
-                    BufReader::new(self.layout.open_blob(&l.digest)?),
-                    media::is_gzip_layer(&l.media_type),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let readers = self.layout.layer_readers(
+            base.layers()
+                .iter()
+                .chain(self.packages.map(|p| &p.descriptor)),
+        )?;
         let fs = BaseRootfs::from_layers(readers)
             .with_context(|| format!("reading the base {}'s files", base.name))?;
         if let Ok(j) = serde_json::to_string(&fs) {

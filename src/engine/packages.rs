@@ -5,8 +5,6 @@
 //! file, and reuses the layer when what it is made of has not changed.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -69,7 +67,9 @@ pub(super) struct LayerJob<'a> {
 pub(super) struct Packages<'a> {
     settings: &'a DebianSettings,
     cache: Cache,
-    fetch: Box<dyn Fetch + 'a>,
+    /// Made on first use: most builds add no packages.
+    fetch: std::cell::OnceCell<Box<dyn Fetch>>,
+    offline: bool,
     layout: &'a Layout,
     memo: &'a Memo,
     progress: &'a Progress,
@@ -102,8 +102,8 @@ pub(super) fn debian_architecture(p: &Platform) -> Result<&'static str> {
 }
 
 impl<'a> Packages<'a> {
-    /// The archive client (none with `offline`) and the cache under
-    /// `cache_dir/debian`.
+    /// Debian's archive as a build uses it, with the cache under
+    /// `cache_dir/debian`; with `offline`, only what the cache holds.
     pub(super) fn new(
         settings: &'a DebianSettings,
         offline: bool,
@@ -111,31 +111,37 @@ impl<'a> Packages<'a> {
         layout: &'a Layout,
         memo: &'a Memo,
         progress: &'a Progress,
-    ) -> Result<Packages<'a>> {
-        let fetch: Box<dyn Fetch> = if offline {
-            Box::new(Offline)
-        } else {
-            let handle = tokio::runtime::Handle::try_current()
-                .map_err(|_| Error::input("the Debian archive client needs the tool's runtime"))?;
-            Box::new(
-                ArchiveHttp::new(handle, ArchiveHttpOptions::default())
-                    .map_err(|e| Error::input(format!("the Debian archive client: {e}")))?,
-            )
-        };
-        Ok(Packages {
+    ) -> Packages<'a> {
+        Packages {
             settings,
             cache: Cache::new(cache_dir.join("debian")),
-            fetch,
+            fetch: std::cell::OnceCell::new(),
+            offline,
             layout,
             memo,
             progress,
             now: SystemTime::now(),
-        })
+        }
     }
 
-    /// The settings it was made with.
-    pub(super) fn settings(&self) -> &'a DebianSettings {
-        self.settings
+    /// The archive client, made the first time it is needed (none with
+    /// `--offline`).
+    fn fetch(&self) -> Result<&dyn Fetch> {
+        if self.fetch.get().is_none() {
+            let fetch: Box<dyn Fetch> = if self.offline {
+                Box::new(Offline)
+            } else {
+                let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                    Error::input("the Debian archive client needs the tool's runtime")
+                })?;
+                Box::new(
+                    ArchiveHttp::new(handle, ArchiveHttpOptions::default())
+                        .map_err(|e| Error::input(format!("the Debian archive client: {e}")))?,
+                )
+            };
+            let _ = self.fetch.set(fetch);
+        }
+        Ok(self.fetch.get().expect("set above").as_ref())
     }
 
     /// The sources of `suite` for `architecture`: the configured mirrors,
@@ -189,7 +195,7 @@ impl<'a> Packages<'a> {
         let template = self.sources("unused", architecture)?;
         let versions: Vec<String> = needs.versions.iter().cloned().collect();
         let choice = debian::choose_suite(
-            self.fetch.as_ref(),
+            self.fetch()?,
             &self.cache,
             &template,
             debian::runner::SUITES,
@@ -234,13 +240,7 @@ impl<'a> Packages<'a> {
         let sources = self.sources(suite, architecture)?;
         let queries: Vec<&str> = libraries.iter().map(String::as_str).collect();
         let t = self.progress.task(format!("Contents of {suite}"), None);
-        let found = debian::find_files(
-            self.fetch.as_ref(),
-            &self.cache,
-            &sources,
-            self.now,
-            &queries,
-        )?;
+        let found = debian::find_files(self.fetch()?, &self.cache, &sources, self.now, &queries)?;
         t.finish("done");
         let mut packages = BTreeSet::new();
         let mut unknown = Vec::new();
@@ -273,7 +273,7 @@ impl<'a> Packages<'a> {
         let lock = Lock::read(&s.lock_path)?;
         let t = self.progress.task("Debian packages", None);
         let prepared = debian::prepare(
-            self.fetch.as_ref(),
+            self.fetch()?,
             &PrepareOptions {
                 sources: &sources,
                 requests: job.requests,
@@ -392,9 +392,8 @@ impl From<FetchError> for Error {
 }
 
 /// The dpkg database, symlinks and `os-release` of an image base, from its
-/// layers in `layout`.
-/// Remembered per base manifest (reading them means decompressing every
-/// base layer).
+/// layers in `layout`, remembered per base manifest (reading them means
+/// decompressing every base layer).
 pub(super) fn image_facts(base: &BaseImage, layout: &Layout, memo: &Memo) -> Result<BaseFacts> {
     let key = Digest::of(format!("debian base facts v1 {}", base.manifest_digest).as_bytes());
     if let Some(f) = memo
@@ -411,17 +410,9 @@ pub(super) fn image_facts(base: &BaseImage, layout: &Layout, memo: &Memo) -> Res
 }
 
 fn read_image_facts(base: &BaseImage, layout: &Layout) -> Result<BaseFacts> {
-    let readers = base
-        .layers()
-        .iter()
-        .map(|l| -> Result<(BufReader<File>, bool)> {
-            Ok((
-                BufReader::new(layout.open_blob(&l.digest)?),
-                media::is_gzip_layer(&l.media_type),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(BaseFacts::from_layers(readers)?)
+    Ok(BaseFacts::from_layers(
+        layout.layer_readers(base.layers())?,
+    )?)
 }
 
 /// `--package` onto an image base: its suite from its `os-release`, the
@@ -436,7 +427,7 @@ pub(super) fn packages_onto(
     let facts = image_facts(base, layout, packages.memo)
         .with_context(|| format!("reading the packages of the base {}", base.name))?;
     let suite = packages.suite_of(&facts, &base.name)?;
-    let requests = &packages.settings().packages;
+    let requests = &packages.settings.packages;
     packages.layer(&LayerJob {
         base: &facts,
         base_id: &base.manifest_digest.to_string(),
@@ -453,7 +444,6 @@ pub(super) fn packages_onto(
 pub(super) fn packages_base(
     packages: &Packages<'_>,
     spec: &BaseSpec,
-    settings: &DebianSettings,
     release: &Release,
 ) -> Result<PackagesLayer> {
     let arch = debian_architecture(release.platform())?;
@@ -474,7 +464,7 @@ pub(super) fn packages_base(
     };
     let (mut requests, exclude) =
         debian::runner_requests(&libraries.into_iter().collect::<Vec<_>>());
-    for r in &settings.packages {
+    for r in &packages.settings.packages {
         requests.retain(|q: &Request| q.name != r.name);
         requests.push(r.clone());
     }

@@ -228,6 +228,24 @@ impl Layout {
         })
     }
 
+    /// The blobs of these layers opened for streaming, each with whether it
+    /// is gzip (else a plain tar), in order: what the readers of a base's
+    /// file tree take.
+    pub fn layer_readers<'d>(
+        &self,
+        layers: impl IntoIterator<Item = &'d crate::image::Descriptor>,
+    ) -> Result<Vec<(io::BufReader<File>, bool)>> {
+        layers
+            .into_iter()
+            .map(|l| {
+                Ok((
+                    io::BufReader::new(self.open_blob(&l.digest)?),
+                    crate::image::media::is_gzip_layer(&l.media_type),
+                ))
+            })
+            .collect()
+    }
+
     /// Read a small blob (a manifest or config) whole, verifying its digest.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let p = self.blob_path(digest);
