@@ -21,4 +21,5 @@ pub mod progress;
 pub mod registry;
 pub mod release;
 pub mod settings;
+pub mod tree;
 pub mod vcs;

@@ -219,7 +219,7 @@ impl DirectBuild<'_> {
         for (planned, fp) in plan.layers.iter().zip(&fingerprints) {
             // The diff ID of files unchanged since an earlier build is
             // remembered; otherwise it is one cheap pass (tar + sha256).
-            let (stats, blob, reused) = self.make_layer(planned, fp, &opts, &known)?;
+            let (stats, blob, reused) = self.make_layer(planned, fp.as_ref(), &opts, &known)?;
             let (digest, size) = (blob.digest, blob.size);
             appended.push(AppendedLayer {
                 diff_id: stats.diff_id.clone(),
@@ -329,26 +329,31 @@ impl DirectBuild<'_> {
 impl DirectBuild<'_> {
     /// One release layer: reused when the layout already holds its content
     /// (same diff ID), else written. The diff ID comes from the memo when
-    /// the files are unchanged since an earlier build; on a miss it takes a
-    /// cheap pass (tar + sha256) — unless the layout holds no layer to reuse,
-    /// when the layer is written straight away in one pass.
+    /// the files are unchanged since an earlier build (a directory's files,
+    /// by their metadata fingerprint `fp`); otherwise it takes a cheap pass
+    /// (tar + sha256) — unless the layout holds no layer to reuse, when the
+    /// layer is written straight away in one pass.
     fn make_layer(
         &self,
         planned: &PlannedLayer,
-        fp: &Digest,
+        fp: Option<&Digest>,
         opts: &LayerOptions,
         known: &HashMap<Digest, Descriptor>,
     ) -> Result<(LayerStats, Descriptor, bool)> {
-        let stats = match self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)) {
+        let remembered =
+            fp.and_then(|fp| self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)));
+        let stats = match remembered {
             Some(st) => Some(st),
             None if known.is_empty() => None,
             None => {
                 let st = layer::diff_id(planned, opts)?;
-                self.memo.put(
-                    "diffid",
-                    fp,
-                    &format!("{} {}", st.diff_id, st.uncompressed_size),
-                );
+                if let Some(fp) = fp {
+                    self.memo.put(
+                        "diffid",
+                        fp,
+                        &format!("{} {}", st.diff_id, st.uncompressed_size),
+                    );
+                }
                 Some(st)
             }
         };
@@ -365,11 +370,13 @@ impl DirectBuild<'_> {
         let (written, w) = layer::write_layer(planned, opts, w, Some(&task))?;
         // What was written is the truth (a file may have changed since the
         // files were fingerprinted); remember it.
-        self.memo.put(
-            "diffid",
-            fp,
-            &format!("{} {}", written.diff_id, written.uncompressed_size),
-        );
+        if let Some(fp) = fp {
+            self.memo.put(
+                "diffid",
+                fp,
+                &format!("{} {}", written.diff_id, written.uncompressed_size),
+            );
+        }
         let (digest, size) = w.commit(None)?;
         task.finish("done");
         Ok((
@@ -387,6 +394,7 @@ impl DirectBuild<'_> {
         let prefix = Path::new(crate::release::INSTALL_DIR.trim_start_matches('/'));
         let files = layer::fingerprint_of(
             "preflight candidates v2",
+            self.release.tree(),
             plan.layers.iter().flat_map(|l| {
                 l.entries().filter(|e| {
                     e.dest

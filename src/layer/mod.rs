@@ -11,10 +11,10 @@
 use crate::error::io as io_err;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,7 @@ use tar::{EntryType, Header};
 
 use crate::image::{Digest, DigestWriter, Sha256Hasher};
 use crate::progress::Task;
+use crate::tree::Tree;
 
 /// The owner of every entry: `nobody`, like `COPY --chown=nobody:root`.
 pub const NOBODY_UID: u64 = 65534;

@@ -12,9 +12,6 @@ pub struct LayerEntry<'a> {
     /// The file, directory or symlink on disk (never followed). A directory
     /// entry adds the directory alone, not its contents.
     pub source: Cow<'a, Path>,
-    /// Permission bits to write instead of the source's: a release file
-    /// whose setuid/setgid bits were dropped from its host-side copy.
-    pub mode: Option<u32>,
 }
 
 /// Where one entry's paths are in [`PlannedLayer`]'s arena.
@@ -25,7 +22,6 @@ pub(super) struct Item {
     /// `DERIVED`: the source is the layer's source root joined with the
     /// dest's path below the dest root (every entry a release plan makes).
     source_len: u32,
-    mode: Option<u32>,
 }
 
 const DERIVED: u32 = u32::MAX;
@@ -43,6 +39,8 @@ pub struct PlannedLayer {
     pub description: String,
     source_root: PathBuf,
     dest_root: PathBuf,
+    /// Where the sources are read.
+    tree: Tree,
     arena: Vec<u8>,
     pub(super) items: Vec<Item>,
 }
@@ -70,6 +68,17 @@ impl PlannedLayer {
             dest_root: normalise(dest_root.into()),
             ..PlannedLayer::new(name, description)
         }
+    }
+
+    /// The same layer, its sources read from `tree` (a spool) rather than
+    /// the file system.
+    pub fn in_tree(self, tree: Tree) -> PlannedLayer {
+        PlannedLayer { tree, ..self }
+    }
+
+    /// Where the sources are read.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
     }
 
     /// Number of entries.
@@ -103,7 +112,6 @@ impl PlannedLayer {
             start,
             dest_len: d.len() as u32,
             source_len,
-            mode: None,
         });
     }
 
@@ -132,11 +140,7 @@ impl PlannedLayer {
                 &self.arena[dest_end..end],
             )))
         };
-        LayerEntry {
-            dest,
-            source,
-            mode: item.mode,
-        }
+        LayerEntry { dest, source }
     }
 
     pub(super) fn dest_bytes(&self, item: &Item) -> &[u8] {
@@ -158,20 +162,6 @@ impl PlannedLayer {
         order
     }
 
-    /// Give the entries whose source is in `modes` (source path → mode)
-    /// that mode instead of the file's own.
-    pub fn override_modes(&mut self, modes: &BTreeMap<PathBuf, u32>) {
-        if modes.is_empty() {
-            return;
-        }
-        for i in 0..self.items.len() {
-            let source = self.entry(&self.items[i]).source.into_owned();
-            if let Some(m) = modes.get(&source) {
-                self.items[i].mode = Some(*m & 0o7777);
-            }
-        }
-    }
-
     /// Add `source` as `dest` and, when it is a directory (not a symlink to
     /// one), everything below it, except paths for which `skip(source_path)`
     /// says so (a skipped directory is skipped whole). Returns the bytes of
@@ -185,19 +175,21 @@ impl PlannedLayer {
         if skip(source) {
             return Ok(0);
         }
-        let meta = fs::symlink_metadata(source).map_err(io_err("reading", source))?;
+        let meta = self
+            .tree
+            .symlink_metadata(source)
+            .map_err(io_err("reading", source))?;
         self.add(source, dest);
-        if meta.file_type().is_file() {
-            return Ok(meta.len());
+        if meta.is_file() {
+            return Ok(meta.len);
         }
         if !meta.is_dir() {
             return Ok(0);
         }
         let mut total = 0;
-        let mut children: Vec<_> = fs::read_dir(source)
-            .map_err(io_err("listing", source))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
+        let mut children = self
+            .tree
+            .read_dir(source)
             .map_err(io_err("listing", source))?;
         children.sort();
         for name in children {

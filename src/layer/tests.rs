@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use std::fs::File;
 
 #[test]
 fn compressed_looking_blocks_are_stored_and_text_is_deflated() {

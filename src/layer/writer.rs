@@ -40,8 +40,16 @@ impl From<LayerError> for TarError {
 /// contents read): paths, types, modes, sizes, link targets, and mtime,
 /// ctime, inode and device, which change whenever a file is rewritten. Equal
 /// fingerprints on one machine mean an equal tar, so its diff ID can be
-/// remembered instead of hashed again (the idea of git's index).
-pub fn fingerprint(layer: &PlannedLayer, opts: &LayerOptions) -> Result<Digest, LayerError> {
+/// remembered instead of hashed again (the idea of git's index). `None` for
+/// a layer read from a spool: its files have no such metadata, and only
+/// their content (the diff ID itself) can say they are unchanged.
+pub fn fingerprint(
+    layer: &PlannedLayer,
+    opts: &LayerOptions,
+) -> Result<Option<Digest>, LayerError> {
+    if !layer.tree().is_disk() {
+        return Ok(None);
+    }
     let mut h = Sha256Hasher::new();
     // The tar format version and everything in the options that changes bytes.
     h.update(
@@ -53,39 +61,44 @@ pub fn fingerprint(layer: &PlannedLayer, opts: &LayerOptions) -> Result<Digest, 
     );
     fingerprint_entries(
         &mut h,
+        &Tree::Disk,
         layer
             .sorted()
             .into_iter()
             .map(|i| layer.entry(&layer.items[i as usize])),
     )?;
-    Ok(h.finish())
+    Ok(Some(h.finish()))
 }
 
-/// A fingerprint (like [`fingerprint`]) of some entries of a plan, in the
-/// order given: what preflight remembers it checked.
+/// A fingerprint (like [`fingerprint`]) of some entries of a plan read from
+/// `tree`, in the order given: what preflight remembers it checked. For a
+/// spool, whose entries have no stable metadata, the files' content is
+/// hashed instead (preflight's candidates are a few megabytes).
 pub fn fingerprint_of<'a>(
     what: &str,
+    tree: &Tree,
     entries: impl Iterator<Item = LayerEntry<'a>>,
 ) -> Result<Digest, LayerError> {
     let mut h = Sha256Hasher::new();
     h.update(what.as_bytes());
     h.update(b"\n");
-    fingerprint_entries(&mut h, entries)?;
+    fingerprint_entries(&mut h, tree, entries)?;
     Ok(h.finish())
 }
 
 pub(super) fn fingerprint_entries<'a>(
     h: &mut Sha256Hasher,
+    tree: &Tree,
     entries: impl Iterator<Item = LayerEntry<'a>>,
 ) -> Result<(), LayerError> {
+    if !tree.is_disk() {
+        return fingerprint_content(h, tree, entries);
+    }
     for e in entries {
         let m = fs::symlink_metadata(&e.source).map_err(io_err("reading", &e.source))?;
         h.update(e.dest.as_os_str().as_bytes());
         h.update(b"\0");
         h.update(e.source.as_os_str().as_bytes());
-        if let Some(mode) = e.mode {
-            h.update(format!("\0mode {mode:o}").as_bytes());
-        }
         h.update(
             format!(
                 "\0{:o} {} {} {}.{} {}.{} {} {} {}\n",
@@ -106,6 +119,41 @@ pub(super) fn fingerprint_entries<'a>(
             let target = fs::read_link(&e.source).map_err(io_err("reading link", &e.source))?;
             h.update(target.as_os_str().as_bytes());
             h.update(b"\n");
+        }
+    }
+    Ok(())
+}
+
+/// [`fingerprint_entries`] for a spool: paths, kinds, modes, link targets
+/// and the bytes of every file.
+fn fingerprint_content<'a>(
+    h: &mut Sha256Hasher,
+    tree: &Tree,
+    entries: impl Iterator<Item = LayerEntry<'a>>,
+) -> Result<(), LayerError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    for e in entries {
+        let m = tree
+            .symlink_metadata(&e.source)
+            .map_err(io_err("reading", &e.source))?;
+        h.update(e.dest.as_os_str().as_bytes());
+        h.update(format!("\0{:?} {:o} {}\n", m.kind, m.mode, m.len).as_bytes());
+        if m.is_symlink() {
+            let t = tree
+                .read_link(&e.source)
+                .map_err(io_err("reading link", &e.source))?;
+            h.update(t.as_os_str().as_bytes());
+            h.update(b"\n");
+        } else if m.is_file() {
+            let mut f = tree.open(&e.source).map_err(io_err("opening", &e.source))?;
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => h.update(&buf[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(io_err("reading", &e.source)(err).into()),
+                }
+            }
         }
     }
     Ok(())
@@ -145,28 +193,24 @@ pub(super) fn write_tar<W: Write>(
     let mut links: HashMap<(u64, u64), u32> = HashMap::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let mut entries = 0;
+    let tree = layer.tree();
     for idx in order {
         let entry = layer.entry(&layer.items[idx as usize]);
         let src: &Path = &entry.source;
         let dest = entry.dest.as_os_str().as_bytes();
-        let meta = fs::symlink_metadata(src).map_err(io_err("reading", src))?;
-        let ft = meta.file_type();
-        let mode = entry.mode.unwrap_or(meta.mode() & 0o7777);
-        if ft.is_dir() {
+        let meta = tree.symlink_metadata(src).map_err(io_err("reading", src))?;
+        let mode = meta.mode;
+        if meta.is_dir() {
             let mut name = dest.to_vec();
             name.push(b'/');
             write_header(out, opts, EntryType::Directory, &name, None, mode, 0)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(src).map_err(io_err("reading link", src))?;
+        } else if meta.is_symlink() {
+            let target = tree.read_link(src).map_err(io_err("reading link", src))?;
             let target = target.as_os_str().as_bytes();
             write_header(out, opts, EntryType::Symlink, dest, Some(target), mode, 0)?;
-        } else if ft.is_file() {
-            let file = File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(src)
-                .map_err(io_err("opening", src))?;
-            let meta = file.metadata().map_err(io_err("reading", src))?;
+        } else if meta.is_file() {
+            let file = tree.open(src).map_err(io_err("opening", src))?;
+            let meta = *file.meta();
             if !meta.is_file() {
                 return Err(LayerError::Changed {
                     path: src.to_owned(),
@@ -175,17 +219,17 @@ pub(super) fn write_tar<W: Write>(
                 }
                 .into());
             }
-            let mode = entry.mode.unwrap_or(meta.mode() & 0o7777);
-            if meta.nlink() > 1 {
-                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+            let mode = meta.mode;
+            if meta.nlink > 1 {
+                if let Some(first) = links.get(&meta.id) {
                     let first = layer.dest_bytes(&layer.items[*first as usize]);
                     write_header(out, opts, EntryType::Link, dest, Some(first), mode, 0)?;
                     entries += 1;
                     continue;
                 }
-                links.insert((meta.dev(), meta.ino()), idx);
+                links.insert(meta.id, idx);
             }
-            let size = meta.len();
+            let size = meta.len;
             write_header(out, opts, EntryType::Regular, dest, None, mode, size)?;
             copy_exact(file, src, size, out, &mut buf)?;
             pad(out, size)?;
@@ -206,7 +250,7 @@ pub(super) fn write_tar<W: Write>(
 /// Copy exactly `size` bytes of `file` to `out`; a file that is shorter or
 /// longer than that changed under us, and the tar would be corrupt.
 pub(super) fn copy_exact<W: Write>(
-    mut file: File,
+    mut file: impl Read,
     path: &Path,
     size: u64,
     out: &mut W,

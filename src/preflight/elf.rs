@@ -93,9 +93,9 @@ pub(super) fn expand_origin(dir: &str, origin: &Path) -> PathBuf {
     }
 }
 
-pub(super) fn is_elf(path: &Path) -> bool {
+pub(super) fn is_elf(tree: &crate::tree::Tree, path: &Path) -> bool {
     let mut magic = [0u8; 4];
-    File::open(path)
+    tree.open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
         && &magic == b"\x7fELF"

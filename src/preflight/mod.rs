@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -88,7 +87,7 @@ pub fn check(release: &Release, base: &BaseRootfs, base_platform: &Platform) -> 
 
     let view = ImageView {
         base,
-        app: Some(root),
+        app: Some((release.tree(), root)),
     };
     let mut default_dirs: Vec<PathBuf> = base.ld_conf_dirs();
     if let Some(t) = triplet(base_platform) {
@@ -194,12 +193,14 @@ fn read_elfs(release: &Release) -> (Vec<ElfInfo>, Vec<Problem>) {
     let root = release.root();
     let mut problems = Vec::new();
     let mut elfs = Vec::new();
+    let tree = release.tree();
     release.for_each_elf_candidate(&mut |path| {
-        if !is_elf(path) {
+        if !is_elf(tree, path) {
             return;
         }
         let rel = path.strip_prefix(root).unwrap_or(path).to_owned();
-        let parsed = fs::read(path)
+        let parsed = tree
+            .read(path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| ElfInfo::parse(rel.clone(), &bytes));
         match parsed {

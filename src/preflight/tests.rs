@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use std::fs::{self, File};
 
 use std::io::Write;
 
@@ -438,7 +439,7 @@ fn release_files_are_seen_at_app_with_their_symlinks() {
     )])]);
     let view = ImageView {
         base: &base,
-        app: Some(app),
+        app: Some((&crate::tree::Tree::Disk, app)),
     };
     let want = Some(PathBuf::from("/app/lib/x/priv/libdep.so.1"));
     assert_eq!(

@@ -16,26 +16,23 @@ pub(super) enum Kind {
 
 pub(super) struct ImageView<'a> {
     pub(super) base: &'a BaseRootfs,
-    /// The release directory on disk, mounted at [`INSTALL_DIR`].
-    pub(super) app: Option<&'a Path>,
+    /// The release (where its files are read, and its root), mounted at
+    /// [`INSTALL_DIR`].
+    pub(super) app: Option<(&'a crate::tree::Tree, &'a Path)>,
 }
 
 impl ImageView<'_> {
     /// What `path` is, without following a final symlink.
     pub(super) fn lookup(&self, path: &Path) -> Option<Kind> {
-        if let Some(app) = self.app {
+        if let Some((tree, app)) = self.app {
             if let Ok(rel) = path.strip_prefix(INSTALL_DIR) {
                 let disk = app.join(rel);
-                let meta = fs::symlink_metadata(&disk).ok()?;
-                let ft = meta.file_type();
-                return Some(if ft.is_dir() {
-                    Kind::Dir
-                } else if ft.is_file() {
-                    Kind::File
-                } else if ft.is_symlink() {
-                    Kind::Symlink(fs::read_link(&disk).ok()?)
-                } else {
-                    Kind::Other
+                let meta = tree.symlink_metadata(&disk).ok()?;
+                return Some(match meta.kind {
+                    crate::tree::Kind::Dir => Kind::Dir,
+                    crate::tree::Kind::File => Kind::File,
+                    crate::tree::Kind::Symlink => Kind::Symlink(tree.read_link(&disk).ok()?),
+                    crate::tree::Kind::Other => Kind::Other,
                 });
             }
         }
@@ -94,7 +91,7 @@ impl ImageView<'_> {
     /// The symbol versions the library at `resolved` defines, when known.
     pub(super) fn verdefs(&self, resolved: &Path) -> Option<Vec<String>> {
         match (self.app, resolved.strip_prefix(INSTALL_DIR)) {
-            (Some(app), Ok(rel)) => elf_verdefs(&fs::read(app.join(rel)).ok()?),
+            (Some((tree, app)), Ok(rel)) => elf_verdefs(&tree.read(&app.join(rel)).ok()?),
             _ => self.base.verdefs_of(resolved).map(<[String]>::to_vec),
         }
     }

@@ -7,12 +7,11 @@
 //! to registry credentials, and whatever it reads ends up in a published
 //! image or in an error message.
 
-use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::ReleaseError;
+use crate::tree::{Tree, TreeFile};
 
 /// Release metadata files are small; a bigger one is not what it claims.
 pub(crate) const MAX_METADATA_FILE: u64 = 1 << 20;
@@ -61,7 +60,12 @@ pub(crate) fn excerpt(text: &str) -> String {
 /// `root/rel`, checked to be reached through real directories only (no
 /// component, the last included, is a symlink) and to be of the wanted
 /// kind. `Ok(None)` when it does not exist.
-pub(crate) fn lookup(root: &Path, rel: &Path, want: Want) -> Result<Option<PathBuf>, ReleaseError> {
+pub(crate) fn lookup(
+    tree: &Tree,
+    root: &Path,
+    rel: &Path,
+    want: Want,
+) -> Result<Option<PathBuf>, ReleaseError> {
     let mut cur = root.to_path_buf();
     let comps: Vec<Component> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
@@ -72,7 +76,7 @@ pub(crate) fn lookup(root: &Path, rel: &Path, want: Want) -> Result<Option<PathB
             });
         };
         cur.push(name);
-        let meta = match fs::symlink_metadata(&cur) {
+        let meta = match tree.symlink_metadata(&cur) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
@@ -84,7 +88,7 @@ pub(crate) fn lookup(root: &Path, rel: &Path, want: Want) -> Result<Option<PathB
             }
         };
         let last = i + 1 == comps.len();
-        if meta.file_type().is_symlink() {
+        if meta.is_symlink() {
             return Err(ReleaseError::Malformed {
                 path: cur,
                 reason: "it is a symlink; the release's own directories and metadata files must be real (a symlink could lead outside the release)".into(),
@@ -116,8 +120,8 @@ pub(crate) enum Want {
 
 /// Read a small release file as UTF-8 text, never following a symlink and
 /// never reading more than [`MAX_METADATA_FILE`] bytes.
-pub(crate) fn read_text(path: &Path) -> Result<String, ReleaseError> {
-    let bytes = read_small(path, MAX_METADATA_FILE)?;
+pub(crate) fn read_text(tree: &Tree, path: &Path) -> Result<String, ReleaseError> {
+    let bytes = read_small(tree, path, MAX_METADATA_FILE)?;
     String::from_utf8(bytes).map_err(|_| ReleaseError::Malformed {
         path: path.to_owned(),
         reason: "not UTF-8 text".into(),
@@ -125,18 +129,9 @@ pub(crate) fn read_text(path: &Path) -> Result<String, ReleaseError> {
 }
 
 /// Up to `limit` bytes of a regular file opened with `O_NOFOLLOW`.
-pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, ReleaseError> {
-    let f = open_nofollow(path)?;
-    let len = f
-        .metadata()
-        .map_err(|source| {
-            ReleaseError::Io(crate::error::IoError {
-                action: "reading",
-                path: path.to_owned(),
-                source,
-            })
-        })?
-        .len();
+pub(crate) fn read_small(tree: &Tree, path: &Path, limit: u64) -> Result<Vec<u8>, ReleaseError> {
+    let f = open_nofollow(tree, path)?;
+    let len = f.meta().len;
     if len > limit {
         return Err(ReleaseError::Malformed {
             path: path.to_owned(),
@@ -157,33 +152,22 @@ pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, ReleaseErro
 }
 
 /// Open a regular file without following a symlink at its last component.
-pub(crate) fn open_nofollow(path: &Path) -> Result<File, ReleaseError> {
-    let f = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|source| {
-            if source.raw_os_error() == Some(libc::ELOOP) {
-                ReleaseError::Malformed {
-                    path: path.to_owned(),
-                    reason: "it is a symlink; a release's metadata files must be real files".into(),
-                }
-            } else {
-                ReleaseError::Io(crate::error::IoError {
-                    action: "opening",
-                    path: path.to_owned(),
-                    source,
-                })
+pub(crate) fn open_nofollow(tree: &Tree, path: &Path) -> Result<TreeFile, ReleaseError> {
+    let f = tree.open(path).map_err(|source| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            ReleaseError::Malformed {
+                path: path.to_owned(),
+                reason: "it is a symlink; a release's metadata files must be real files".into(),
             }
-        })?;
-    let meta = f.metadata().map_err(|source| {
-        ReleaseError::Io(crate::error::IoError {
-            action: "reading",
-            path: path.to_owned(),
-            source,
-        })
+        } else {
+            ReleaseError::Io(crate::error::IoError {
+                action: "opening",
+                path: path.to_owned(),
+                source,
+            })
+        }
     })?;
-    if !meta.is_file() {
+    if !f.meta().is_file() {
         return Err(ReleaseError::Malformed {
             path: path.to_owned(),
             reason: "not a regular file".into(),

@@ -8,10 +8,8 @@ mod plan;
 pub mod project;
 mod rel_file;
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use error::ReleaseError;
@@ -20,6 +18,7 @@ pub use plan::{LayerPlan, OTP_APPS, PlanOptions};
 
 use crate::image::Platform;
 use crate::layer::LayerError;
+use crate::tree::{Spool, Tree};
 
 /// Where the release is installed in the image (`WORKDIR`). Layers hold it
 /// as `app/…`.
@@ -53,17 +52,16 @@ pub struct Release {
     apps: Vec<App>,
     has_server: bool,
     platform: Platform,
-    /// Modes with setuid/setgid bits the scratch copy of a tarball does not
-    /// carry (release-relative path → mode for the image).
-    special_modes: BTreeMap<PathBuf, u32>,
-    /// Keeps an extracted tarball alive as long as the release.
-    _extracted: Option<tempfile::TempDir>,
+    /// Where its files are read: the directory on disk, or the spool of
+    /// an unpacked tarball (whose entries `root` names).
+    tree: Tree,
 }
 
 impl Release {
     /// Open a release: `path` is a release directory (`_build/prod/rel/<app>`)
-    /// or the `.tar.gz` of mix's `:tar` step, which is extracted into a fresh
-    /// temporary directory under `scratch` (removed when the `Release` is dropped).
+    /// or the `.tar.gz` of mix's `:tar` step, which is read once into a
+    /// spool: an unlinked file in `scratch` (gone with the `Release`, or
+    /// with the process however it ends) and an index of its entries.
     pub fn open(
         path: &Path,
         scratch: &Path,
@@ -92,7 +90,7 @@ impl Release {
                     source,
                 })
             })?;
-            return Release::read(root, None, Default::default());
+            return Release::read(root, Tree::Disk);
         }
         if !meta.is_file() || !is_gzip(path)? {
             return Err(ReleaseError::UnknownKind {
@@ -106,58 +104,34 @@ impl Release {
                 source,
             })
         })?;
-        let tmp = tempfile::Builder::new()
-            .prefix("release-")
-            .tempdir_in(scratch)
-            .map_err(|source| {
-                ReleaseError::Io(crate::error::IoError {
-                    action: "creating a directory in",
-                    path: scratch.to_owned(),
-                    source,
-                })
-            })?;
-        // 0755 whatever the umask or tempfile's default: the directory
-        // becomes `/app` in the image.
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).map_err(|source| {
-            ReleaseError::Io(crate::error::IoError {
-                action: "setting permissions of",
-                path: tmp.path().to_owned(),
-                source,
-            })
-        })?;
-        let extracted = extract::extract(path, tmp.path(), limits)?;
-        let root = single_subdir_root(tmp.path());
-        // Modes are keyed by path inside the release root.
-        let prefix = root
-            .strip_prefix(tmp.path())
-            .unwrap_or(Path::new(""))
-            .to_owned();
-        let special_modes = extracted
-            .special_modes
-            .into_iter()
-            .filter_map(|(p, m)| Some((p.strip_prefix(&prefix).ok()?.to_owned(), m)))
-            .collect();
-        Release::read(root, Some(tmp), special_modes)
+        let spool = extract::extract(path, scratch, limits)?;
+        let tree = Tree::Spool(std::sync::Arc::new(single_subdir_root(spool)));
+        let root = match &tree {
+            Tree::Spool(s) => s.root().to_owned(),
+            Tree::Disk => unreachable!("a spool"),
+        };
+        Release::read(root, tree)
     }
 
-    fn read(
-        root: PathBuf,
-        extracted: Option<tempfile::TempDir>,
-        special_modes: BTreeMap<PathBuf, u32>,
-    ) -> Result<Release, ReleaseError> {
+    fn read(root: PathBuf, tree: Tree) -> Result<Release, ReleaseError> {
         use confine::{Want, lookup, plain_component};
         let missing = |what: String| ReleaseError::Missing {
             root: root.clone(),
             what,
         };
-        if lookup(&root, Path::new("bin"), Want::Dir)?.is_none() {
+        if lookup(&tree, &root, Path::new("bin"), Want::Dir)?.is_none() {
             return Err(missing("no bin/ directory".into()));
         }
-        let Some(start_erl) = lookup(&root, Path::new("releases/start_erl.data"), Want::File)?
+        let Some(start_erl) = lookup(
+            &tree,
+            &root,
+            Path::new("releases/start_erl.data"),
+            Want::File,
+        )?
         else {
             return Err(missing("no releases/start_erl.data".into()));
         };
-        let text = confine::read_text(&start_erl)?;
+        let text = confine::read_text(&tree, &start_erl)?;
         let (erts_version, version) = match text.split_whitespace().collect::<Vec<_>>()[..] {
             [erts, rel] => (erts.to_owned(), rel.to_owned()),
             _ => {
@@ -173,22 +147,28 @@ impl Release {
         plain_component(&start_erl, "the ERTS version", &erts_version)?;
         plain_component(&start_erl, "the release version", &version)?;
 
-        let rel_dir = lookup(&root, &Path::new("releases").join(&version), Want::Dir)?;
+        let rel_dir = lookup(
+            &tree,
+            &root,
+            &Path::new("releases").join(&version),
+            Want::Dir,
+        )?;
         let rel_path = rel_dir
             .as_deref()
-            .and_then(|d| find_rel_file(&root, d))
+            .and_then(|d| find_rel_file(&tree, &root, d))
             .ok_or_else(|| {
                 missing(format!(
                     "no .rel file in releases/{version}/ (start_erl.data names version {version})"
                 ))
             })?;
         let rel_path = lookup(
+            &tree,
             &root,
             rel_path.strip_prefix(&root).unwrap_or(&rel_path),
             Want::File,
         )?
         .ok_or_else(|| missing(format!("no .rel file in releases/{version}/")))?;
-        let rel = rel_file::parse(&confine::read_text(&rel_path)?).map_err(|reason| {
+        let rel = rel_file::parse(&confine::read_text(&tree, &rel_path)?).map_err(|reason| {
             ReleaseError::Malformed {
                 path: rel_path.clone(),
                 reason,
@@ -211,13 +191,13 @@ impl Release {
         }
         let name = rel.name;
         plain_component(&rel_path, "the release name", &name)?;
-        if lookup(&root, &Path::new("bin").join(&name), Want::File)?.is_none() {
+        if lookup(&tree, &root, &Path::new("bin").join(&name), Want::File)?.is_none() {
             return Err(missing(format!("no bin/{name} script")));
         }
 
         let erts_name = format!("erts-{erts_version}");
-        let Some(erts_dir) = lookup(&root, Path::new(&erts_name), Want::Dir)? else {
-            let found = erts_dirs(&root)?;
+        let Some(erts_dir) = lookup(&tree, &root, Path::new(&erts_name), Want::Dir)? else {
+            let found = erts_dirs(&tree, &root)?;
             return Err(missing(if found.is_empty() {
                 format!(
                     "no erts-{erts_version} directory (build the release with include_erts: true)"
@@ -230,6 +210,7 @@ impl Release {
             }));
         };
         let Some(beam) = lookup(
+            &tree,
             &root,
             &Path::new(&erts_name).join("bin/beam.smp"),
             Want::File,
@@ -238,7 +219,7 @@ impl Release {
             return Err(missing(format!("no erts-{erts_version}/bin/beam.smp")));
         };
         debug_assert!(beam.starts_with(&erts_dir));
-        let platform = elf_platform(&beam)?;
+        let platform = elf_platform(&tree, &beam)?;
 
         let mut apps: Vec<App> = Vec::with_capacity(rel.apps.len());
         for (app_name, app_version, start_type) in rel.apps {
@@ -255,7 +236,14 @@ impl Release {
             });
         }
         for app in &apps {
-            if lookup(&root, &Path::new("lib").join(app.dir_name()), Want::Dir)?.is_none() {
+            if lookup(
+                &tree,
+                &root,
+                &Path::new("lib").join(app.dir_name()),
+                Want::Dir,
+            )?
+            .is_none()
+            {
                 return Err(ReleaseError::MissingApp {
                     root: root.clone(),
                     app: app.name.clone(),
@@ -264,8 +252,9 @@ impl Release {
             }
         }
         // A symlink is fine here: it is only started, inside the image.
-        let has_server = fs::symlink_metadata(root.join("bin/server"))
-            .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
+        let has_server = tree
+            .symlink_metadata(&root.join("bin/server"))
+            .is_ok_and(|m| m.is_file() || m.is_symlink());
         Ok(Release {
             root,
             name,
@@ -274,14 +263,20 @@ impl Release {
             apps,
             has_server,
             platform,
-            special_modes,
-            _extracted: extracted,
+            tree,
         })
     }
 
-    /// The release directory (the extracted copy for a tarball).
+    /// The release directory, or for a tarball the path its spool's
+    /// entries are named under (the tarball's path, never a directory on
+    /// disk): read it through [`Release::tree`].
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the release's files are read.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
     }
 
     /// The release name (`guildhall`).
@@ -307,12 +302,6 @@ impl Release {
     /// Whether it has `bin/server` (Phoenix releases do).
     pub fn has_server(&self) -> bool {
         self.has_server
-    }
-
-    /// Modes the layers must give files whose host copy had its setuid or
-    /// setgid bits dropped (release-relative paths).
-    pub fn special_modes(&self) -> &BTreeMap<PathBuf, u32> {
-        &self.special_modes
     }
 
     /// The platform its ERTS is built for (from `beam.smp`, not the host).
@@ -353,39 +342,43 @@ impl Release {
     /// Every regular file that [`is_elf_candidate`], in path order, one at a
     /// time (a release may have hundreds of thousands of files).
     pub fn for_each_elf_candidate(&self, f: &mut dyn FnMut(&Path)) {
-        fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
-            let Ok(entries) = fs::read_dir(dir) else {
-                return;
-            };
-            let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-            entries.sort_by_key(|e| e.file_name());
-            for e in entries {
-                let Ok(ft) = e.file_type() else { continue };
-                if ft.is_dir() {
-                    walk(&e.path(), f);
-                } else if ft.is_file() {
-                    f(&e.path());
+        let tree = &self.tree;
+        let sorted = |dir: &Path| -> Vec<(PathBuf, crate::tree::Meta)> {
+            let mut names = tree.read_dir(dir).unwrap_or_default();
+            names.sort();
+            names
+                .into_iter()
+                .filter_map(|n| {
+                    let p = dir.join(n);
+                    Some((p.clone(), tree.symlink_metadata(&p).ok()?))
+                })
+                .collect()
+        };
+        fn walk(
+            sorted: &dyn Fn(&Path) -> Vec<(PathBuf, crate::tree::Meta)>,
+            dir: &Path,
+            f: &mut dyn FnMut(&Path),
+        ) {
+            for (p, m) in sorted(dir) {
+                if m.is_dir() {
+                    walk(sorted, &p, f);
+                } else if m.is_file() {
+                    f(&p);
                 }
             }
         }
-        let sorted = |dir: &Path| -> Vec<fs::DirEntry> {
-            let mut v: Vec<_> = fs::read_dir(dir)
-                .map(|it| it.filter_map(Result::ok).collect())
-                .unwrap_or_default();
-            v.sort_by_key(|e| e.file_name());
-            v
-        };
-        for top in sorted(&self.root) {
-            if top.file_name().as_encoded_bytes().starts_with(b"erts-")
-                && top.file_type().is_ok_and(|t| t.is_dir())
-            {
-                walk(&top.path().join("bin"), f);
-                walk(&top.path().join("lib"), f);
+        for (top, m) in sorted(&self.root) {
+            let is_erts = top
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"erts-"));
+            if is_erts && m.is_dir() {
+                walk(&sorted, &top.join("bin"), f);
+                walk(&sorted, &top.join("lib"), f);
             }
         }
-        for app in sorted(&self.root.join("lib")) {
-            if app.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(&app.path().join("priv"), f);
+        for (app, m) in sorted(&self.root.join("lib")) {
+            if m.is_dir() {
+                walk(&sorted, &app.join("priv"), f);
             }
         }
     }
@@ -413,32 +406,48 @@ fn is_gzip(path: &Path) -> Result<bool, ReleaseError> {
 
 /// A tarball whose entries all sit in one top directory (`guildhall/bin/…`)
 /// has its release there.
-fn single_subdir_root(dir: &Path) -> PathBuf {
-    if dir.join("releases").exists() {
-        return dir.to_owned();
-    }
-    let entries: Vec<_> = fs::read_dir(dir)
-        .map(|it| it.filter_map(Result::ok).collect())
-        .unwrap_or_default();
-    match entries.as_slice() {
-        [only] if only.file_type().is_ok_and(|t| t.is_dir()) => only.path(),
-        _ => dir.to_owned(),
+fn single_subdir_root(spool: Spool) -> Spool {
+    let tree_root = spool.root().to_owned();
+    let tree = Tree::Spool(std::sync::Arc::new(spool));
+    let only = if tree.exists(&tree_root.join("releases")) {
+        None
+    } else {
+        match tree.read_dir(&tree_root).unwrap_or_default().as_slice() {
+            [only]
+                if tree
+                    .symlink_metadata(&tree_root.join(only))
+                    .is_ok_and(|m| m.is_dir()) =>
+            {
+                Some(only.clone())
+            }
+            _ => None,
+        }
+    };
+    let Tree::Spool(spool) = tree else {
+        unreachable!("a spool")
+    };
+    let spool = std::sync::Arc::into_inner(spool).expect("the only reference");
+    match only {
+        Some(dir) => spool.enter(&dir),
+        None => spool,
     }
 }
 
 /// `releases/<vsn>/<name>.rel`: the only one, or the one with a `bin/<name>`.
-fn find_rel_file(root: &Path, rel_dir: &Path) -> Option<PathBuf> {
-    let mut rels: Vec<PathBuf> = fs::read_dir(rel_dir)
+fn find_rel_file(tree: &Tree, root: &Path, rel_dir: &Path) -> Option<PathBuf> {
+    let is_file = |p: &Path| tree.symlink_metadata(p).is_ok_and(|m| m.is_file());
+    let mut rels: Vec<PathBuf> = tree
+        .read_dir(rel_dir)
         .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rel") && p.is_file())
+        .into_iter()
+        .map(|n| rel_dir.join(n))
+        .filter(|p| p.extension().is_some_and(|e| e == "rel") && is_file(p))
         .collect();
     rels.sort();
     if rels.len() > 1 {
         if let Some(p) = rels.iter().find(|p| {
             p.file_stem()
-                .is_some_and(|s| root.join("bin").join(s).is_file())
+                .is_some_and(|s| is_file(&root.join("bin").join(s)))
         }) {
             return Some(p.clone());
         }
@@ -446,8 +455,9 @@ fn find_rel_file(root: &Path, rel_dir: &Path) -> Option<PathBuf> {
     rels.into_iter().next()
 }
 
-fn erts_dirs(root: &Path) -> Result<Vec<String>, ReleaseError> {
-    let mut found: Vec<String> = fs::read_dir(root)
+fn erts_dirs(tree: &Tree, root: &Path) -> Result<Vec<String>, ReleaseError> {
+    let mut found: Vec<String> = tree
+        .read_dir(root)
         .map_err(|source| {
             ReleaseError::Io(crate::error::IoError {
                 action: "listing",
@@ -455,9 +465,12 @@ fn erts_dirs(root: &Path) -> Result<Vec<String>, ReleaseError> {
                 source,
             })
         })?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .into_iter()
+        .filter(|n| {
+            tree.symlink_metadata(&root.join(n))
+                .is_ok_and(|m| m.is_dir())
+        })
+        .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| n.starts_with("erts-"))
         .collect();
     found.sort();
@@ -465,9 +478,9 @@ fn erts_dirs(root: &Path) -> Result<Vec<String>, ReleaseError> {
 }
 
 /// The platform of an ELF file from its header.
-fn elf_platform(path: &Path) -> Result<Platform, ReleaseError> {
+fn elf_platform(tree: &Tree, path: &Path) -> Result<Platform, ReleaseError> {
     let mut header = [0u8; 64];
-    let mut f = confine::open_nofollow(path)?;
+    let mut f = confine::open_nofollow(tree, path)?;
     let n = read_up_to(&mut f, &mut header).map_err(|source| {
         ReleaseError::Io(crate::error::IoError {
             action: "reading",

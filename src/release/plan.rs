@@ -2,11 +2,11 @@
 //! OTP/Elixir applications; dependencies; big static assets; the application.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{Release, ReleaseError};
 use crate::layer::PlannedLayer;
+use crate::tree::Tree;
 
 /// Applications that come with Erlang/OTP or Elixir: they change only with
 /// the toolchain, so they share the ERTS layer.
@@ -114,9 +114,15 @@ fn prefix() -> PathBuf {
 }
 
 pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, ReleaseError> {
-    let root = release.root();
-    let lib = root.join("lib");
     let prefix = prefix();
+    let root = release.root();
+    let tree = release.tree();
+    let top_level = |dir: &Path| names_in(tree, dir);
+    let is_real_dir = |p: &Path| tree.symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    let rooted = |name: &str, description: &str| {
+        PlannedLayer::rooted(name, description, root, &prefix).in_tree(tree.clone())
+    };
+    let lib = root.join("lib");
     let lib_dest = prefix.join("lib");
 
     for own in &opts.own_apps {
@@ -158,7 +164,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
     let no_skip = |_: &Path| false;
 
     // ERTS and OTP/Elixir applications.
-    let mut erts = PlannedLayer::rooted("erts", "ERTS and OTP/Elixir applications", root, &prefix);
+    let mut erts = rooted("erts", "ERTS and OTP/Elixir applications");
     erts.add(root, &prefix);
     for name in top_level(root)? {
         let path = root.join(&name);
@@ -172,7 +178,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
     }
 
     // Dependencies.
-    let mut deps = PlannedLayer::rooted("deps", "dependencies", root, &prefix);
+    let mut deps = rooted("deps", "dependencies");
     let dep_dirs = dirs_of(Kind::Dep);
     deps.add(root, &prefix);
     deps.add(&lib, &lib_dest);
@@ -181,7 +187,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
     }
 
     // Static assets of the own applications, when big enough to pay.
-    let mut assets = PlannedLayer::rooted("assets", "static assets", root, &prefix);
+    let mut assets = rooted("assets", "static assets");
     let mut static_dirs = Vec::new();
     let mut static_bytes = 0;
     for dir in dirs_of(Kind::Own) {
@@ -204,7 +210,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
 
     // The application: own apps (minus split assets), lib/ directories the
     // .rel file does not list, and everything else at the top level.
-    let mut app = PlannedLayer::rooted("app", "the application", root, &prefix);
+    let mut app = rooted("app", "the application");
     app.add(root, &prefix);
     let skip_static = |p: &Path| static_dirs.iter().any(|s| s == p);
     let in_other_layers: BTreeSet<&str> = listed
@@ -231,15 +237,6 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
         app.add_tree(&path, &dest, &no_skip)?;
     }
 
-    // Setuid/setgid bits the scratch copy of a tarball does not carry.
-    let special: std::collections::BTreeMap<PathBuf, u32> = release
-        .special_modes()
-        .iter()
-        .map(|(rel, m)| (root.join(rel), *m))
-        .collect();
-    for l in [&mut erts, &mut deps, &mut assets, &mut app] {
-        l.override_modes(&special);
-    }
     let mut layers = vec![erts];
     if !dep_dirs.is_empty() {
         layers.push(deps);
@@ -252,7 +249,7 @@ pub(super) fn plan(release: &Release, opts: &PlanOptions) -> Result<LayerPlan, R
 }
 
 /// Names in a directory, sorted.
-fn top_level(dir: &Path) -> Result<Vec<std::ffi::OsString>, ReleaseError> {
+fn names_in(tree: &Tree, dir: &Path) -> Result<Vec<std::ffi::OsString>, ReleaseError> {
     let list = |source| {
         ReleaseError::Io(crate::error::IoError {
             action: "listing",
@@ -260,16 +257,7 @@ fn top_level(dir: &Path) -> Result<Vec<std::ffi::OsString>, ReleaseError> {
             source,
         })
     };
-    let mut names = fs::read_dir(dir)
-        .map_err(list)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(list)?;
+    let mut names = tree.read_dir(dir).map_err(list)?;
     names.sort();
     Ok(names)
-}
-
-/// A directory, not a symlink to one.
-fn is_real_dir(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }

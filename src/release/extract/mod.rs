@@ -1,12 +1,13 @@
-//! Safe extraction of a release tarball (`mix release` with the `:tar` step):
-//! no absolute paths, no `..`, nothing written through a symlink; symlinks
-//! and hard links kept as such, permission bits set explicitly (umask-free).
+//! Safe unpacking of a release tarball (`mix release` with the `:tar` step)
+//! into a spool, read once: no absolute paths, no `..`, no entry below a
+//! symlink or a file; symlinks, hard links and modes (setuid included) kept
+//! as the tarball has them, and nothing of it ever on the host's file system.
 
 use crate::error::io as io_err;
-use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use crate::tree::{Entry, Spool, SpoolBuilder};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -34,22 +35,16 @@ impl Default for ExtractLimits {
 /// a CI runner's disk by surprise.
 pub const DEFAULT_MAX_EXTRACTED: u64 = 8 << 30;
 
-/// What extraction had to change on the host side: files whose setuid or
-/// setgid bits were dropped from the scratch copy (so no root-owned setuid
-/// file lies around in scratch), with the mode the image must still give them.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Extracted {
-    /// Release-relative path → the mode in the tarball.
-    pub special_modes: BTreeMap<PathBuf, u32>,
-}
-
-/// Extract the gzip tarball `tarball` into the (existing, empty) `dest`.
+/// Unpack the gzip tarball `tarball` into a spool in `scratch` (an
+/// unlinked file: nothing is left behind, whatever happens to the process).
+/// The spool's entries are reached under the tarball's own path
+/// (`guildhall-0.1.0.tar.gz/releases/start_erl.data`), which names them in
+/// errors and never exists on disk.
 pub(crate) fn extract(
     tarball: &Path,
-    dest: &Path,
+    scratch: &Path,
     limits: ExtractLimits,
-) -> Result<Extracted, ReleaseError> {
-    let mut out = Extracted::default();
+) -> Result<Spool, ReleaseError> {
     let mut budget = limits.max_bytes;
     let too_large = || ReleaseError::TooLarge {
         path: tarball.to_owned(),
@@ -59,12 +54,14 @@ pub(crate) fn extract(
         path: tarball.to_owned(),
         source,
     };
+    let spool_err =
+        |e: io::Error| ReleaseError::from(io_err("writing the unpacked release to", scratch)(e));
     let file = File::open(tarball).map_err(io_err("opening", tarball))?;
-    let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::new(file)));
-    // Directory modes are applied last, so a read-only directory does not
-    // stop its own contents from being written.
-    let mut dir_modes: BTreeMap<PathBuf, u32> = BTreeMap::new();
-    let mut known: HashSet<PathBuf> = HashSet::new();
+    let mut spool = SpoolBuilder::new(scratch).map_err(&spool_err)?;
+    let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(
+        256 * 1024,
+        file,
+    )));
     let mut buf = vec![0u8; 256 * 1024];
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -96,57 +93,59 @@ pub(crate) fn extract(
         let Some(rel) = sanitize(&raw_path).map_err(&unsafe_entry)? else {
             continue; // `./`
         };
+        let rel = rel.as_os_str().as_bytes();
         let mode = || entry.header().mode().map(|m| m & 0o7777).map_err(corrupt);
-        let target = dest.join(&rel);
         match kind {
             EntryType::Directory => {
-                make_dirs(dest, &rel, &mut known).map_err(&unsafe_entry)?;
-                dir_modes.insert(target, mode()?);
+                let mode = mode()?;
+                spool.add(rel, Entry::Dir { mode }).map_err(&unsafe_entry)?;
             }
             // tar expands old-GNU sparse entries ('S') as it reads them.
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mode = mode()?;
-                prepare_leaf(dest, &rel, &mut known).map_err(&unsafe_entry)?;
-                let mut file = File::create(&target).map_err(io_err("creating", &target))?;
-                match &sparse {
-                    None => loop {
-                        let n = match entry.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(corrupt(e)),
-                        };
-                        budget = budget.checked_sub(n as u64).ok_or_else(too_large)?;
-                        file.write_all(&buf[..n])
-                            .map_err(io_err("writing", &target))?;
-                    },
+                let offset = spool.offset();
+                let size = match &sparse {
+                    None => {
+                        let mut size = 0u64;
+                        loop {
+                            let n = match entry.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => n,
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                                Err(e) => return Err(corrupt(e)),
+                            };
+                            budget = budget.checked_sub(n as u64).ok_or_else(too_large)?;
+                            spool.append(&buf[..n]).map_err(&spool_err)?;
+                            size += n as u64;
+                        }
+                        size
+                    }
                     Some(sp) => {
                         budget = budget.checked_sub(sp.real_size).ok_or_else(too_large)?;
-                        write_pax_sparse(&mut entry, sp, &mut file, &mut buf).map_err(
-                            |e| match e {
-                                SparseError::Read(e) => corrupt(e),
-                                SparseError::Write(e) => io_err("writing", &target)(e).into(),
-                                SparseError::Bad(reason) => unsafe_entry(reason),
-                            },
-                        )?;
+                        let start = spool.reserve(sp.real_size).map_err(&spool_err)?;
+                        debug_assert_eq!(start, offset);
+                        write_pax_sparse(&mut entry, sp, &mut buf, &mut |at, data| {
+                            spool.write_at(start + at, data)
+                        })
+                        .map_err(|e| match e {
+                            SparseError::Read(e) => corrupt(e),
+                            SparseError::Write(e) => spool_err(e),
+                            SparseError::Bad(reason) => unsafe_entry(reason),
+                        })?;
+                        sp.real_size
                     }
-                }
-                drop(file);
-                if mode & 0o6000 != 0 {
-                    // The image keeps the bits (they are in the layer's tar
-                    // header); the host-side scratch copy never has them.
-                    out.special_modes.insert(rel.clone(), mode);
-                }
-                set_mode(&target, mode & !0o6000)?;
+                };
+                spool
+                    .add(rel, Entry::File { mode, offset, size })
+                    .map_err(&unsafe_entry)?;
             }
             EntryType::Symlink => {
                 let link = entry
-                    .link_name()
-                    .map_err(corrupt)?
+                    .link_name_bytes()
                     .ok_or_else(|| unsafe_entry("a symlink without a target".into()))?;
-                prepare_leaf(dest, &rel, &mut known).map_err(&unsafe_entry)?;
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(io_err("creating symlink", &target))?;
+                spool
+                    .add(rel, Entry::Symlink { target: &link })
+                    .map_err(&unsafe_entry)?;
             }
             EntryType::Link => {
                 let link = entry
@@ -156,16 +155,14 @@ pub(crate) fn extract(
                 let link_rel = sanitize(&link)
                     .map_err(&unsafe_entry)?
                     .ok_or_else(|| unsafe_entry("a hard link to the archive root".into()))?;
-                check_no_symlinks(dest, &link_rel).map_err(&unsafe_entry)?;
-                let original = dest.join(&link_rel);
-                if !fs::symlink_metadata(&original).is_ok_and(|m| m.is_file()) {
-                    return Err(unsafe_entry(format!(
-                        "a hard link to {}, which is not a file extracted before it",
-                        link_rel.display()
-                    )));
-                }
-                prepare_leaf(dest, &rel, &mut known).map_err(&unsafe_entry)?;
-                fs::hard_link(&original, &target).map_err(io_err("linking", &target))?;
+                spool
+                    .add(
+                        rel,
+                        Entry::HardLink {
+                            target: link_rel.as_os_str().as_bytes(),
+                        },
+                    )
+                    .map_err(&unsafe_entry)?;
             }
             other => {
                 tracing::warn!(
@@ -179,21 +176,7 @@ pub(crate) fn extract(
     }
     // Read to the end, so the gzip trailer (CRC, size) is checked.
     io::copy(archive.into_inner().by_ref(), &mut io::sink()).map_err(corrupt)?;
-    for (dir, mode) in dir_modes.iter().rev() {
-        if mode & 0o6000 != 0 {
-            if let Ok(rel) = dir.strip_prefix(dest) {
-                out.special_modes.insert(rel.to_owned(), *mode);
-            }
-        }
-        set_mode(dir, mode & !0o6000)?;
-    }
-    Ok(out)
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), ReleaseError> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(io_err("setting permissions of", path))?;
-    Ok(())
+    spool.finish(tarball.to_owned()).map_err(&spool_err)
 }
 
 /// The relative path an entry names; `None` for the archive root itself.
@@ -210,81 +193,6 @@ fn sanitize(path: &Path) -> Result<Option<PathBuf>, String> {
         }
     }
     Ok((!out.as_os_str().is_empty()).then_some(out))
-}
-
-/// Create `dest/rel` and its parents as needed, refusing to pass through
-/// anything but real directories.
-///
-/// `known` holds the directories already checked or made by this
-/// extraction: no entry can turn one into a symlink afterwards (a leaf is
-/// only ever replaced when it is not a directory), so each is checked once
-/// rather than once per file below it.
-fn make_dirs(dest: &Path, rel: &Path, known: &mut HashSet<PathBuf>) -> Result<(), String> {
-    let mut cur = dest.to_path_buf();
-    for c in rel.components() {
-        cur.push(c);
-        if known.contains(&cur) {
-            continue;
-        }
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {
-                known.insert(cur.clone());
-            }
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "it goes through the symlink {}",
-                    cur.strip_prefix(dest).unwrap_or(&cur).display()
-                ));
-            }
-            Ok(_) => {
-                return Err(format!(
-                    "it goes through the file {}",
-                    cur.strip_prefix(dest).unwrap_or(&cur).display()
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&cur).map_err(|e| format!("creating {}: {e}", cur.display()))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
-                    .map_err(|e| format!("setting permissions of {}: {e}", cur.display()))?;
-                known.insert(cur.clone());
-            }
-            Err(e) => return Err(format!("reading {}: {e}", cur.display())),
-        }
-    }
-    Ok(())
-}
-
-/// Check that no parent of `dest/rel` is a symlink (the leaf may be anything).
-fn check_no_symlinks(dest: &Path, rel: &Path) -> Result<(), String> {
-    let mut cur = dest.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for c in parent.components() {
-            cur.push(c);
-            if fs::symlink_metadata(&cur).is_ok_and(|m| !m.is_dir()) {
-                return Err(format!(
-                    "it goes through {}, which is not a directory",
-                    cur.strip_prefix(dest).unwrap_or(&cur).display()
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Make the parents of `dest/rel` and clear the way for a new file, symlink
-/// or link there (a later entry replaces an earlier one, as with `tar -x`).
-fn prepare_leaf(dest: &Path, rel: &Path, known: &mut HashSet<PathBuf>) -> Result<(), String> {
-    if let Some(parent) = rel.parent() {
-        make_dirs(dest, parent, known)?;
-    }
-    let target = dest.join(rel);
-    match fs::symlink_metadata(&target) {
-        Ok(m) if m.is_dir() => Err("it would replace a directory".into()),
-        Ok(_) => {
-            fs::remove_file(&target).map_err(|e| format!("replacing {}: {e}", target.display()))
-        }
-        Err(_) => Ok(()),
-    }
 }
 
 mod sparse;

@@ -83,14 +83,14 @@ pub(super) enum SparseError {
     Bad(String),
 }
 
-/// Write a PAX sparse entry's data chunks at their offsets, leaving holes.
+/// Write a PAX sparse entry's data chunks at their offsets (`write(offset,
+/// bytes)` into a region of `sp.real_size` zeros), leaving holes.
 pub(super) fn write_pax_sparse<R: Read>(
     entry: &mut R,
     sp: &PaxSparse,
-    file: &mut File,
     buf: &mut [u8],
+    write: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
 ) -> Result<(), SparseError> {
-    use std::io::{Seek, SeekFrom};
     let mut consumed: u64 = 0;
     let map = match &sp.map {
         Some(m) => m.clone(),
@@ -140,8 +140,7 @@ pub(super) fn write_pax_sparse<R: Read>(
                 "a PAX sparse chunk past the file's size".into(),
             ));
         }
-        file.seek(SeekFrom::Start(offset))
-            .map_err(SparseError::Write)?;
+        let mut at = offset;
         let mut left = size;
         while left > 0 {
             let want = buf.len().min(left as usize);
@@ -149,10 +148,10 @@ pub(super) fn write_pax_sparse<R: Read>(
             if n == 0 {
                 return Err(SparseError::Read(io::ErrorKind::UnexpectedEof.into()));
             }
-            file.write_all(&buf[..n]).map_err(SparseError::Write)?;
+            write(at, &buf[..n]).map_err(SparseError::Write)?;
+            at += n as u64;
             left -= n as u64;
         }
     }
-    file.set_len(sp.real_size).map_err(SparseError::Write)?;
     Ok(())
 }

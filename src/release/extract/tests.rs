@@ -1,9 +1,29 @@
-//! Tests of extraction: hostile entries, links, modes, sparse files, bounds.
+//! Tests of unpacking: hostile entries, links, modes, sparse files, bounds.
 
 use super::*;
 
+use crate::tree::Tree;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use std::fs;
+use std::io::Write;
+use std::sync::Arc;
+
+/// Unpack `tb` with these limits into a spool in a scratch directory
+/// next to it; the tree and the path its entries are named under.
+fn unpack_with(tb: &Path, limits: ExtractLimits) -> Result<(Tree, PathBuf), ReleaseError> {
+    let scratch = tb.with_extension("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let spool = extract(tb, &scratch, limits)?;
+    // Nothing of the tarball is on disk: the spool file is unlinked.
+    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);
+    let root = spool.root().to_owned();
+    Ok((Tree::Spool(Arc::new(spool)), root))
+}
+
+fn unpack(tb: &Path) -> Result<(Tree, PathBuf), ReleaseError> {
+    unpack_with(tb, ExtractLimits::default())
+}
 
 fn tarball(dir: &Path, build: impl FnOnce(&mut tar::Builder<GzEncoder<File>>)) -> PathBuf {
     let path = dir.join("r.tar.gz");
@@ -44,17 +64,53 @@ fn files_symlinks_hard_links_and_modes_are_extracted_as_they_were() {
         h.set_size(0);
         b.append_link(&mut h, "bin/hard", "bin/run").unwrap();
     });
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).unwrap();
-    extract(&tb, &out, ExtractLimits::default()).unwrap();
-    let m = fs::metadata(out.join("bin/run")).unwrap();
-    assert_eq!(m.permissions().mode() & 0o777, 0o755);
+    let (tree, out) = unpack(&tb).unwrap();
+    let m = tree.symlink_metadata(&out.join("bin/run")).unwrap();
+    assert_eq!(m.mode, 0o755);
+    assert_eq!(tree.read(&out.join("bin/run")).unwrap(), b"abc");
     assert_eq!(
-        fs::read_link(out.join("bin/alias")).unwrap(),
+        tree.read_link(&out.join("bin/alias")).unwrap(),
         Path::new("run")
     );
-    use std::os::unix::fs::MetadataExt;
-    assert_eq!(fs::metadata(out.join("bin/hard")).unwrap().ino(), m.ino());
+    let hard = tree.symlink_metadata(&out.join("bin/hard")).unwrap();
+    assert_eq!((hard.id, hard.nlink), (m.id, 2));
+    assert_eq!(tree.read(&out.join("bin/hard")).unwrap(), b"abc");
+    // The parent made for the entries, and the listing.
+    assert!(tree.symlink_metadata(&out.join("bin")).unwrap().is_dir());
+    let mut names = tree.read_dir(&out.join("bin")).unwrap();
+    names.sort();
+    assert_eq!(names, ["alias", "hard", "run"]);
+    // Nothing is reached outside the spool's root, or through a file.
+    assert!(tree.symlink_metadata(Path::new("/etc/passwd")).is_err());
+    assert!(tree.read_dir(&out.join("bin/run")).is_err());
+}
+
+#[test]
+fn a_later_entry_replaces_an_earlier_one_but_never_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = tarball(tmp.path(), |b| {
+        let mut h = file_header(3, 0o644);
+        b.append_data(&mut h, "etc/x", &b"old"[..]).unwrap();
+        let mut h = file_header(3, 0o600);
+        b.append_data(&mut h, "etc/x", &b"new"[..]).unwrap();
+    });
+    let (tree, out) = unpack(&tb).unwrap();
+    assert_eq!(tree.read(&out.join("etc/x")).unwrap(), b"new");
+    assert_eq!(
+        tree.symlink_metadata(&out.join("etc/x")).unwrap().mode,
+        0o600
+    );
+    assert_eq!(tree.read_dir(&out.join("etc")).unwrap().len(), 1);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = tarball(tmp.path(), |b| {
+        let mut h = file_header(1, 0o644);
+        b.append_data(&mut h, "etc/x/y", &b"a"[..]).unwrap();
+        let mut h = file_header(1, 0o644);
+        b.append_data(&mut h, "etc/x", &b"b"[..]).unwrap();
+    });
+    let err = unpack(&tb).unwrap_err();
+    assert!(err.to_string().contains("replace a directory"), "{err}");
 }
 
 #[test]
@@ -66,9 +122,7 @@ fn entries_escaping_the_directory_are_refused() {
             raw_name(&mut h, bad);
             b.append(&h, &b"x"[..]).unwrap();
         });
-        let out = tmp.path().join("out");
-        fs::create_dir(&out).unwrap();
-        let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+        let err = unpack(&tb).unwrap_err();
         assert!(
             matches!(err, ReleaseError::UnsafeTarball { .. }),
             "{bad}: {err}"
@@ -89,10 +143,9 @@ fn writing_through_a_symlink_is_refused() {
         let mut h = file_header(1, 0o644);
         b.append_data(&mut h, "lib/evil", &b"x"[..]).unwrap();
     });
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+    let err = unpack(&tb).unwrap_err();
     assert!(matches!(err, ReleaseError::UnsafeTarball { .. }), "{err}");
+    assert!(err.to_string().contains("symlink"), "{err}");
     assert!(!victim.join("evil").exists());
 }
 
@@ -106,9 +159,7 @@ fn a_truncated_tarball_is_reported_as_corrupt() {
     });
     let bytes = fs::read(&tb).unwrap();
     fs::write(&tb, &bytes[..bytes.len() - 10]).unwrap();
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+    let err = unpack(&tb).unwrap_err();
     assert!(matches!(err, ReleaseError::CorruptTarball { .. }), "{err}");
 }
 
@@ -140,13 +191,13 @@ fn gnu_tar_sparse(dir: &Path, format: &str, version: Option<&str>) -> PathBuf {
     tb
 }
 
-fn expect_holes_file(out: &Path) {
-    let bytes = fs::read(out.join("rel/holes.bin")).unwrap();
+fn expect_holes_file(tree: &Tree, out: &Path) {
+    let bytes = tree.read(&out.join("rel/holes.bin")).unwrap();
     assert_eq!(bytes.len(), 8 << 20);
     assert_eq!(&bytes[1 << 20..(1 << 20) + 3], b"abc");
     assert_eq!(&bytes[(8 << 20) - 2..], b"yz");
     assert!(bytes[..1 << 20].iter().all(|&b| b == 0));
-    assert!(!out.join("rel/GNUSparseFile.0").exists());
+    assert!(!tree.exists(&out.join("rel/GNUSparseFile.0")));
 }
 
 #[test]
@@ -158,11 +209,8 @@ fn sparse_entries_of_gnu_tar_are_expanded_not_dropped() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let tb = gnu_tar_sparse(tmp.path(), format, version);
-        let out = tmp.path().join("out");
-        fs::create_dir(&out).unwrap();
-        extract(&tb, &out, ExtractLimits::default())
-            .unwrap_or_else(|e| panic!("{format} {version:?}: {e}"));
-        expect_holes_file(&out);
+        let (tree, out) = unpack(&tb).unwrap_or_else(|e| panic!("{format} {version:?}: {e}"));
+        expect_holes_file(&tree, &out);
     }
 }
 
@@ -170,9 +218,7 @@ fn sparse_entries_of_gnu_tar_are_expanded_not_dropped() {
 fn the_oldest_pax_sparse_format_is_refused_rather_than_misread() {
     let tmp = tempfile::tempdir().unwrap();
     let tb = gnu_tar_sparse(tmp.path(), "posix", Some("0.0"));
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let err = extract(&tb, &out, ExtractLimits::default()).unwrap_err();
+    let err = unpack(&tb).unwrap_err();
     assert!(err.to_string().contains("sparse"), "{err}");
 }
 
@@ -186,11 +232,8 @@ fn extraction_stops_at_the_size_limit() {
             .unwrap();
     });
     assert!(fs::metadata(&tb).unwrap().len() < 1 << 20);
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let err = extract(
+    let err = unpack_with(
         &tb,
-        &out,
         ExtractLimits {
             max_bytes: 16 << 20,
         },
@@ -200,32 +243,21 @@ fn extraction_stops_at_the_size_limit() {
         matches!(err, ReleaseError::TooLarge { limit, .. } if limit == 16 << 20),
         "{err}"
     );
-    let written: u64 = fs::metadata(out.join("zeros"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    assert!(written <= 16 << 20, "wrote {written} bytes past the limit");
-    extract(
+    let (tree, out) = unpack_with(
         &tb,
-        &tmp.path().join("ok").tap_mkdir(),
         ExtractLimits {
             max_bytes: 65 << 20,
         },
     )
     .unwrap();
-}
-
-trait TapMkdir {
-    fn tap_mkdir(self) -> PathBuf;
-}
-impl TapMkdir for PathBuf {
-    fn tap_mkdir(self) -> PathBuf {
-        fs::create_dir_all(&self).unwrap();
-        self
-    }
+    assert_eq!(
+        tree.symlink_metadata(&out.join("zeros")).unwrap().len,
+        64 << 20
+    );
 }
 
 #[test]
-fn setuid_bits_never_reach_the_scratch_copy_but_are_remembered() {
+fn setuid_bits_are_kept_and_never_reach_the_host() {
     let tmp = tempfile::tempdir().unwrap();
     let tb = tarball(tmp.path(), |b| {
         let mut h = file_header(2, 0o4755);
@@ -235,17 +267,9 @@ fn setuid_bits_never_reach_the_scratch_copy_but_are_remembered() {
         let mut h = file_header(2, 0o755);
         b.append_data(&mut h, "bin/plain", &b"#!"[..]).unwrap();
     });
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let got = extract(&tb, &out, ExtractLimits::default()).unwrap();
-    for f in ["su", "sg", "plain"] {
-        let m = fs::metadata(out.join("bin").join(f))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(m & 0o7777, 0o755, "{f}");
+    let (tree, out) = unpack(&tb).unwrap();
+    for (f, mode) in [("su", 0o4755), ("sg", 0o2755), ("plain", 0o755)] {
+        let m = tree.symlink_metadata(&out.join("bin").join(f)).unwrap();
+        assert_eq!(m.mode, mode, "{f}");
     }
-    assert_eq!(got.special_modes.get(Path::new("bin/su")), Some(&0o4755));
-    assert_eq!(got.special_modes.get(Path::new("bin/sg")), Some(&0o2755));
-    assert!(!got.special_modes.contains_key(Path::new("bin/plain")));
 }
