@@ -41,20 +41,31 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, filter::Targets};
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "guildhall_image=debug,warn",
         (false, _) => "guildhall_image=trace,info",
     };
-    let filter =
-        EnvFilter::try_from_env("GUILDHALL_IMAGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .without_time();
+    // `GUILDHALL_IMAGE_LOG` takes EnvFilter's full syntax; the defaults are
+    // plain targets, which parse without compiling EnvFilter's regexes (a
+    // measurable part of a warm build).
+    match std::env::var("GUILDHALL_IMAGE_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+    {
+        Some(filter) => tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .init(),
+        None => tracing_subscriber::registry()
+            .with(fmt.with_filter(default.parse::<Targets>().expect("a valid filter")))
+            .init(),
+    }
 }

@@ -252,9 +252,13 @@ fn from_layout(
             )));
         }
     }
-    let registry_name = name.parse::<RegistryRef>().ok().map(|r| r.to_string());
+    // (Not parsed for an `oci:` base: no registry knows it, and parsing a
+    // reference compiles a regex, a measurable part of a warm build.)
+    let registry_name = (!name.starts_with("oci:"))
+        .then(|| name.parse::<RegistryRef>().ok().map(|r| r.to_string()))
+        .flatten();
     Ok(BaseImage {
-        registry_name: registry_name.filter(|_| !name.starts_with("oci:")),
+        registry_name,
         name,
         manifest_digest,
         manifest,
