@@ -4,7 +4,8 @@
 #   1. full build, base cached: guildhall-image build  vs  umoci insert of the
 #      same unpacked release onto the same base layout (+ umoci config);
 #   2. rebuild after a one-module change, as a fraction of the full build;
-#   3. peak RSS of a full build for a 64 MB and a ~260 MB release (flat?).
+#   3. peak RSS of a full build for a 64 MB and a ~260 MB release (flat?),
+#      from the release directory and from its tarball.
 # Usage: scripts/bench-build.sh [RUNS]   (needs root for umoci's chown'd copy)
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -12,7 +13,7 @@ runs="${1:-5}"
 scripts/install-deps.sh
 command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked --quiet
-bin="$PWD/target/release/guildhall-image"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/guildhall-image"
 
 base="$(fixtures/make-base-layout.sh)"
 rel_a="$(fixtures/build-release.sh --big-mb 50)/_build/prod/rel/guildhall"
@@ -43,8 +44,9 @@ hyperfine --runs "$runs" --warmup 1 --export-json "$w/rebuild.json" \
 
 rss() { rm -rf "$w/m"; /usr/bin/time -f '%M' "$bin" -q build --release "$1" --base "oci:$base:runner" --layout "$w/m" --tag t 2>&1 >/dev/null | tail -1; }
 rss_a=$(rss "$rel_a"); rss_xl=$(rss "$rel_xl")
+rss_a_tar=$(rss "$rel_a/../../guildhall-0.1.0.tar.gz"); rss_xl_tar=$(rss "$rel_xl/../../guildhall-0.1.0.tar.gz")
 
-python3 - "$w/full.json" "$w/rebuild.json" "$rss_a" "$rss_xl" "$(du -sm --apparent-size "$rel_a" | cut -f1)" "$(du -sm --apparent-size "$rel_xl" | cut -f1)" <<'PY'
+python3 - "$w/full.json" "$w/rebuild.json" "$rss_a" "$rss_xl" "$(du -sm --apparent-size "$rel_a" | cut -f1)" "$(du -sm --apparent-size "$rel_xl" | cut -f1)" "$rss_a_tar" "$rss_xl_tar" <<'PY'
 import json, sys
 full = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 reb = json.load(open(sys.argv[2]))["results"][0]
@@ -53,4 +55,5 @@ print(f"full build (median of {len(full['umoci-insert']['times'])}): guildhall-i
 print(f"  ratio guildhall-image / umoci: {g/u:.2f} (with preflight {gp/u:.2f}); target <= 1.0")
 print(f"rebuild after a one-module change: {reb['median']:.2f}s = {reb['median']/gp:.0%} of a full build; target <= 20%")
 print(f"peak RSS: {int(sys.argv[3])/1024:.0f} MB for a {sys.argv[5]} MB release, {int(sys.argv[4])/1024:.0f} MB for {sys.argv[6]} MB; target <= 100 MB, flat")
+print(f"peak RSS from the tarballs: {int(sys.argv[7])/1024:.0f} MB for {sys.argv[5]} MB, {int(sys.argv[8])/1024:.0f} MB for {sys.argv[6]} MB")
 PY

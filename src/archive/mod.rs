@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use flate2::read::MultiGzDecoder;
-
 use serde_json::Value;
 
 use crate::engine::LayerOutcome;
@@ -274,10 +272,18 @@ pub(crate) fn layer_reader(
     blob: &Descriptor,
 ) -> std::result::Result<Box<dyn Read>, LayoutError> {
     let f = BufReader::with_capacity(BUF, layout.open_blob(&blob.digest)?);
-    Ok(if media::is_gzip_layer(&blob.media_type) {
-        Box::new(MultiGzDecoder::new(f))
-    } else {
-        Box::new(f)
+    let packing = crate::compress::Packing::of_media_type(&blob.media_type).ok_or_else(|| {
+        LayoutError::UnknownLayer {
+            digest: blob.digest.clone(),
+            media_type: blob.media_type.clone(),
+        }
+    })?;
+    packing.decode(f).map_err(|source| {
+        LayoutError::Io(crate::error::IoError {
+            action: "reading",
+            path: layout.blob_path(&blob.digest),
+            source,
+        })
     })
 }
 

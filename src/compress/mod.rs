@@ -203,3 +203,56 @@ pub fn gzip_trailer(codec: Codec, crc: u32, total_len: u64) -> Vec<u8> {
         _ => Vec::new(),
     }
 }
+
+/// How a layer blob holds its tar: as is, gzip or zstd — what every reader
+/// of a base's layers (preflight, the dpkg facts, imports) decodes by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// A plain tar (`…layer.v1.tar`).
+    Tar,
+    /// gzip, one member or many (`…tar+gzip`, Docker's `…tar.gzip`).
+    Gzip,
+    /// zstd, one frame or many (`…tar+zstd`).
+    Zstd,
+}
+
+impl Packing {
+    /// The packing a layer media type names; `None` for one no reader here
+    /// knows (not a layer, or another compression).
+    pub fn of_media_type(media_type: &str) -> Option<Packing> {
+        use crate::image::media;
+        if media::is_gzip_layer(media_type) {
+            Some(Packing::Gzip)
+        } else if media_type == media::OCI_LAYER_ZSTD
+            || media_type == "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+        {
+            Some(Packing::Zstd)
+        } else if media_type == media::OCI_LAYER_TAR
+            || media_type == "application/vnd.docker.image.rootfs.diff.tar"
+        {
+            Some(Packing::Tar)
+        } else {
+            None
+        }
+    }
+
+    /// The tar stream of a blob read from `r`.
+    pub fn decode<'a, R: std::io::Read + 'a>(
+        self,
+        r: R,
+    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+        Ok(match self {
+            Packing::Tar => Box::new(r),
+            Packing::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+            // Reads every frame of the stream, not only the first.
+            Packing::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        })
+    }
+}
+
+impl From<bool> for Packing {
+    /// `true`: gzip; `false`: a plain tar.
+    fn from(gzip: bool) -> Packing {
+        if gzip { Packing::Gzip } else { Packing::Tar }
+    }
+}

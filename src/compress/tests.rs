@@ -265,3 +265,43 @@ fn compression_names_parse_to_codecs_and_bad_ones_say_what_is_accepted() {
         );
     }
 }
+
+#[test]
+fn every_packing_a_base_may_have_decodes_to_the_same_tar() {
+    use crate::image::media;
+    let tar: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
+    // Two gzip members and two zstd frames, as multi-block layers have.
+    let (a, b) = tar.split_at(tar.len() / 3);
+    let mut gz = Vec::new();
+    let mut zs = Vec::new();
+    for part in [a, b] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(part).unwrap();
+        gz.extend(e.finish().unwrap());
+        zs.extend(zstd::stream::encode_all(part, 3).unwrap());
+    }
+    for (media_type, blob) in [
+        (media::OCI_LAYER_TAR, &tar),
+        (media::OCI_LAYER_GZIP, &gz),
+        (media::DOCKER_LAYER_GZIP, &gz),
+        (media::OCI_LAYER_ZSTD, &zs),
+    ] {
+        let packing = Packing::of_media_type(media_type).unwrap();
+        let mut out = Vec::new();
+        packing
+            .decode(blob.as_slice())
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == tar, "{media_type}: {} bytes", out.len());
+    }
+    assert_eq!(Packing::of_media_type(media::OCI_CONFIG), None);
+    assert_eq!(
+        Packing::of_media_type("application/vnd.oci.image.layer.v1.tar+bzip2"),
+        None
+    );
+    assert_eq!(Packing::from(true), Packing::Gzip);
+    assert_eq!(Packing::from(false), Packing::Tar);
+}

@@ -209,26 +209,23 @@ impl BaseFacts {
         Ok(facts)
     }
 
-    /// Read an image's layer tars, bottom first (`true` = gzip): whiteouts
-    /// applied, symlinks and the dpkg database collected.
-    pub fn from_layers<R: Read>(
-        layers: impl IntoIterator<Item = (R, bool)>,
+    /// Read an image's layer blobs, bottom first, each with its packing
+    /// (`true` = gzip, `false` = tar, or a [`crate::compress::Packing`]):
+    /// whiteouts applied, symlinks and the dpkg database collected.
+    pub fn from_layers<R: Read, P: Into<crate::compress::Packing>>(
+        layers: impl IntoIterator<Item = (R, P)>,
     ) -> Result<BaseFacts, DebianError> {
         let mut symlinks: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut db: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
         let mut os_release: BTreeMap<PathBuf, String> = BTreeMap::new();
-        for (index, (reader, gzip)) in layers.into_iter().enumerate() {
+        for (index, (reader, packing)) in layers.into_iter().enumerate() {
             let what = format!("layer {index} of the base image");
             let io = |e: std::io::Error| DebianError::Index {
                 what: what.clone(),
                 reason: e.to_string(),
             };
-            let reader: Box<dyn Read> = if gzip {
-                Box::new(flate2::read::MultiGzDecoder::new(reader))
-            } else {
-                Box::new(reader)
-            };
+            let reader = packing.into().decode(reader).map_err(io)?;
             let mut ar = tar::Archive::new(reader);
             for e in ar.entries().map_err(io)? {
                 let mut e = e.map_err(io)?;

@@ -245,9 +245,9 @@ fn from_layout(
             })
             .with_context(|| format!("reading the base {name}"));
         }
-        if !media::is_gzip_layer(&l.media_type) && l.media_type != media::OCI_LAYER_TAR {
+        if crate::compress::Packing::of_media_type(&l.media_type).is_none() {
             return Err(Error::input(format!(
-                "the base {name} has a layer of media type {} (only gzip and plain tar layers are supported)",
+                "the base {name} has a layer of media type {} (only tar, gzip and zstd layers are supported)",
                 l.media_type
             )));
         }

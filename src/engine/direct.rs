@@ -216,10 +216,12 @@ impl DirectBuild<'_> {
                 reused: p.reused,
             });
         }
-        for (planned, fp) in plan.layers.iter().zip(&fingerprints) {
+        let hashed = hash_side_by_side(&plan.layers, &fingerprints, &opts, &known)?;
+        for ((planned, fp), hashed) in plan.layers.iter().zip(&fingerprints).zip(hashed) {
             // The diff ID of files unchanged since an earlier build is
             // remembered; otherwise it is one cheap pass (tar + sha256).
-            let (stats, blob, reused) = self.make_layer(planned, fp.as_ref(), &opts, &known)?;
+            let (stats, blob, reused) =
+                self.make_layer(planned, fp.as_ref(), hashed, &opts, &known)?;
             let (digest, size) = (blob.digest, blob.size);
             appended.push(AppendedLayer {
                 diff_id: stats.diff_id.clone(),
@@ -332,16 +334,19 @@ impl DirectBuild<'_> {
     /// the files are unchanged since an earlier build (a directory's files,
     /// by their metadata fingerprint `fp`); otherwise it takes a cheap pass
     /// (tar + sha256) — unless the layout holds no layer to reuse, when the
-    /// layer is written straight away in one pass.
+    /// layer is written straight away in one pass. `hashed`: the diff ID
+    /// already hashed ([`hash_side_by_side`]).
     fn make_layer(
         &self,
         planned: &PlannedLayer,
         fp: Option<&Digest>,
+        hashed: Option<LayerStats>,
         opts: &LayerOptions,
         known: &HashMap<Digest, Descriptor>,
     ) -> Result<(LayerStats, Descriptor, bool)> {
-        let remembered =
-            fp.and_then(|fp| self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)));
+        let remembered = hashed.or_else(|| {
+            fp.and_then(|fp| self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)))
+        });
         let stats = match remembered {
             Some(st) => Some(st),
             None if known.is_empty() => None,
@@ -541,6 +546,41 @@ impl DirectBuild<'_> {
         }
         Ok(fs)
     }
+}
+
+/// The diff IDs of the layers that have no fingerprint (a spool's), hashed
+/// on a thread each, when the layout holds layers they might be: the pass
+/// that finds an unchanged layer costs a core's time, not the sum. `None`
+/// for the others, and for all when there is nothing to reuse.
+fn hash_side_by_side(
+    layers: &[PlannedLayer],
+    fingerprints: &[Option<Digest>],
+    opts: &LayerOptions,
+    known: &HashMap<Digest, Descriptor>,
+) -> Result<Vec<Option<LayerStats>>> {
+    if known.is_empty() || fingerprints.iter().all(Option::is_some) {
+        return Ok(vec![None; layers.len()]);
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = layers
+            .iter()
+            .zip(fingerprints)
+            .map(|(l, fp)| {
+                fp.is_none()
+                    .then(|| scope.spawn(move || layer::diff_id(l, opts)))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| match h {
+                None => Ok(None),
+                Some(h) => match h.join() {
+                    Ok(r) => Ok(Some(r?)),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+            })
+            .collect()
+    })
 }
 
 fn parse_stats(v: &str) -> Option<LayerStats> {

@@ -87,6 +87,14 @@ pub enum LayoutError {
         /// The blob.
         digest: Digest,
     },
+    /// A layer whose media type says neither tar, gzip nor zstd.
+    #[error("layer {digest} has media type {media_type}, which is not a tar, gzip or zstd layer")]
+    UnknownLayer {
+        /// The layer.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
     /// A JSON document in the layout does not parse.
     #[error("{path} is not valid JSON: {reason}")]
     BadJson {
@@ -108,6 +116,7 @@ impl LayoutError {
             | LayoutError::Ambiguous { .. }
             | LayoutError::DigestMismatch { .. }
             | LayoutError::MissingBlob { .. }
+            | LayoutError::UnknownLayer { .. }
             | LayoutError::BadJson { .. } => crate::error::ExitCode::Input,
         }
     }
@@ -228,20 +237,24 @@ impl Layout {
         })
     }
 
-    /// The blobs of these layers opened for streaming, each with whether it
-    /// is gzip (else a plain tar), in order: what the readers of a base's
-    /// file tree take.
+    /// The blobs of these layers opened for streaming, each with its
+    /// packing (tar, gzip, zstd), in order: what the readers of a base's
+    /// file tree take. A layer of another media type is an error.
     pub fn layer_readers<'d>(
         &self,
         layers: impl IntoIterator<Item = &'d crate::image::Descriptor>,
-    ) -> Result<Vec<(io::BufReader<File>, bool)>> {
+    ) -> Result<Vec<(io::BufReader<File>, crate::compress::Packing)>> {
         layers
             .into_iter()
             .map(|l| {
-                Ok((
-                    io::BufReader::new(self.open_blob(&l.digest)?),
-                    crate::image::media::is_gzip_layer(&l.media_type),
-                ))
+                let packing =
+                    crate::compress::Packing::of_media_type(&l.media_type).ok_or_else(|| {
+                        LayoutError::UnknownLayer {
+                            digest: l.digest.clone(),
+                            media_type: l.media_type.clone(),
+                        }
+                    })?;
+                Ok((io::BufReader::new(self.open_blob(&l.digest)?), packing))
             })
             .collect()
     }

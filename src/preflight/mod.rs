@@ -12,7 +12,6 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
 use goblin::elf::Elf;
 use goblin::elf::header::{EI_CLASS, ELFCLASS64, ET_DYN, ET_EXEC};
 

@@ -46,17 +46,16 @@ pub(super) struct LayerChanges {
 impl BaseRootfs {
     /// Read the base image's layer tars, bottom first; `true` marks a gzip
     /// layer (several gzip members are fine).
-    pub fn from_layers<R: Read>(
-        layers: impl IntoIterator<Item = (R, bool)>,
+    pub fn from_layers<R: Read, P: Into<crate::compress::Packing>>(
+        layers: impl IntoIterator<Item = (R, P)>,
     ) -> Result<BaseRootfs, PreflightError> {
         let mut fs = BaseRootfs::default();
-        for (index, (reader, gzip)) in layers.into_iter().enumerate() {
-            let changes = if gzip {
-                read_layer(MultiGzDecoder::new(reader))
-            } else {
-                read_layer(reader)
-            }
-            .map_err(|source| PreflightError::BaseLayer { index, source })?;
+        for (index, (reader, packing)) in layers.into_iter().enumerate() {
+            let changes = packing
+                .into()
+                .decode(reader)
+                .and_then(read_layer)
+                .map_err(|source| PreflightError::BaseLayer { index, source })?;
             fs.apply(changes);
         }
         Ok(fs)

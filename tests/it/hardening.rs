@@ -364,32 +364,51 @@ fn scratch_of_a_killed_build_is_removed_by_the_next_one() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it once it is extracting (its scratch directory holds files).
+    // Kill it while it unpacks the tarball: its spool is open, already
+    // unlinked (no name in the work directory), and growing.
     let deadline = Instant::now() + Duration::from_secs(120);
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
     loop {
-        let busy = scratch_entries(&layout)
-            .iter()
-            .any(|n| n.starts_with("work-"))
-            && walk_count(&layout.join(".guildhall-tmp")) > 20;
-        if busy {
+        let spool = fs::read_dir(&fds)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|t| {
+                    let t = t.to_string_lossy().into_owned();
+                    t.contains(".guildhall-tmp/work-") && t.ends_with("(deleted)")
+                }) && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 8 << 20)
+            });
+        if spool.is_some() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the build never started extracting"
+            "the build never started unpacking into an unlinked spool"
         );
         assert!(
             child.try_wait().unwrap().is_none(),
             "the build ended before it was killed"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    let left = scratch_entries(&layout);
     assert!(
-        !scratch_entries(&layout).is_empty(),
-        "the killed build left scratch"
+        left.iter().any(|n| n.starts_with("work-")),
+        "the killed build's work directory: {left:?}"
     );
+    // Nothing of the tarball is left on disk (the spool died with the
+    // process): the work directory holds its lock file alone.
+    for n in left.iter().filter(|n| n.starts_with("work-")) {
+        let names: Vec<_> = fs::read_dir(layout.join(".guildhall-tmp").join(n))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, [".lock"], "{n}");
+    }
 
     ok(&mut build(work.path(), &release_dir(&[]), &layout, "v2"));
     let left = scratch_entries(&layout);
@@ -399,20 +418,6 @@ fn scratch_of_a_killed_build_is_removed_by_the_next_one() {
         "{left:?}"
     );
     fsck_ok(&layout);
-}
-
-fn walk_count(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            n += 1;
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(e.path());
-            }
-        }
-    }
-    n
 }
 
 #[test]

@@ -82,6 +82,27 @@ fn a_zstd_image_is_deterministic_is_decoded_by_skopeo_and_the_release_starts_fro
         }
     }
 
+    // An image with zstd layers is a base like any other: its layers are
+    // kept as they are, and preflight reads the base's files through them
+    // (ERTS's libraries are checked against that tree).
+    let stacked = work.path().join("stacked");
+    let out = bin(&work.path().join("c1"))
+        .args(["-v", "build", "--release"])
+        .arg(&release)
+        .arg("--base")
+        .arg(format!("oci:{}:v1", one.display()))
+        .args(["--tag", "v2", "--layout"])
+        .arg(&stacked)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a zstd base: {err}");
+    assert!(err.contains("preflight"), "preflight ran: {err}");
+    let sm = manifest_of(&stacked);
+    let stacked_layers = sm["layers"].as_array().unwrap();
+    assert_eq!(&stacked_layers[..layers.len()], &layers[..]);
+    fsck_ok(&stacked);
+
     // The same release gzip-compressed: zstd (level 3) is not bigger.
     let gz = work.path().join("gz");
     let g = build(&work.path().join("c3"), &gz, &release, "gzip");
