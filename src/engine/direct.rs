@@ -17,7 +17,7 @@ use crate::vcs::Vcs;
 
 use crate::image::{Descriptor, Digest, Platform, media};
 use crate::layer::{self, LayerOptions, LayerStats, PlannedLayer};
-use crate::layout::Layout;
+use crate::layout::{FinishedBlob, Layout};
 use crate::preflight::{self, BaseRootfs, PreflightError, ProblemKind};
 use crate::progress::Progress;
 use crate::release::INSTALL_DIR;
@@ -217,29 +217,43 @@ impl DirectBuild<'_> {
             });
         }
         let hashed = hash_side_by_side(&plan.layers, &fingerprints, &opts, &known)?;
-        for ((planned, fp), hashed) in plan.layers.iter().zip(&fingerprints).zip(hashed) {
-            // The diff ID of files unchanged since an earlier build is
-            // remembered; otherwise it is one cheap pass (tar + sha256).
-            let (stats, blob, reused) =
-                self.make_layer(planned, fp.as_ref(), hashed, &opts, &known)?;
-            let (digest, size) = (blob.digest, blob.size);
-            appended.push(AppendedLayer {
-                diff_id: stats.diff_id.clone(),
-                created_by: format!(
-                    "guildhall-image: {} ({})",
-                    planned.name, planned.description
-                ),
-                comment: None,
-            });
-            outcomes.push(LayerOutcome {
-                name: planned.name.clone(),
-                description: planned.description.clone(),
-                digest,
-                size,
-                diff_id: Some(stats.diff_id),
-                reused,
-            });
-        }
+        // A written layer is made durable (fsync, rename) on a thread of
+        // its own while the next one is compressed; all are stored before
+        // the config and manifest that name them.
+        std::thread::scope(|scope| -> Result<()> {
+            let mut storing = Vec::new();
+            for ((planned, fp), hashed) in plan.layers.iter().zip(&fingerprints).zip(hashed) {
+                // The diff ID of files unchanged since an earlier build is
+                // remembered; otherwise it is one cheap pass (tar + sha256).
+                let (stats, blob, reused, pending) =
+                    self.make_layer(planned, fp.as_ref(), hashed, &opts, &known)?;
+                if let Some(p) = pending {
+                    storing.push(scope.spawn(move || p.store()));
+                }
+                let (digest, size) = (blob.digest, blob.size);
+                appended.push(AppendedLayer {
+                    diff_id: stats.diff_id.clone(),
+                    created_by: format!(
+                        "guildhall-image: {} ({})",
+                        planned.name, planned.description
+                    ),
+                    comment: None,
+                });
+                outcomes.push(LayerOutcome {
+                    name: planned.name.clone(),
+                    description: planned.description.clone(),
+                    digest,
+                    size,
+                    diff_id: Some(stats.diff_id),
+                    reused,
+                });
+            }
+            for h in storing {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            }
+            Ok(())
+        })?;
 
         let created_epoch = s.source_date_epoch.or(self.vcs.commit_time).unwrap_or(0);
         let created = rfc3339_from_epoch(created_epoch);
@@ -335,7 +349,8 @@ impl DirectBuild<'_> {
     /// by their metadata fingerprint `fp`); otherwise it takes a cheap pass
     /// (tar + sha256) — unless the layout holds no layer to reuse, when the
     /// layer is written straight away in one pass. `hashed`: the diff ID
-    /// already hashed ([`hash_side_by_side`]).
+    /// already hashed ([`hash_side_by_side`]). A written layer comes back
+    /// not yet stored: the caller stores it ([`FinishedBlob::store`]).
     fn make_layer(
         &self,
         planned: &PlannedLayer,
@@ -343,7 +358,7 @@ impl DirectBuild<'_> {
         hashed: Option<LayerStats>,
         opts: &LayerOptions,
         known: &HashMap<Digest, Descriptor>,
-    ) -> Result<(LayerStats, Descriptor, bool)> {
+    ) -> Result<(LayerStats, Descriptor, bool, Option<FinishedBlob>)> {
         let remembered = hashed.or_else(|| {
             fp.and_then(|fp| self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)))
         });
@@ -364,7 +379,7 @@ impl DirectBuild<'_> {
         };
         if let Some(st) = &stats {
             if let Some(b) = known.get(&st.diff_id) {
-                return Ok((st.clone(), b.clone(), true));
+                return Ok((st.clone(), b.clone(), true, None));
             }
         }
         let task = self.progress.task(
@@ -382,12 +397,13 @@ impl DirectBuild<'_> {
                 &format!("{} {}", written.diff_id, written.uncompressed_size),
             );
         }
-        let (digest, size) = w.commit(None)?;
+        let finished = w.finish(None)?;
         task.finish("done");
         Ok((
             written,
-            Descriptor::new(opts.media_type(), digest, size),
+            Descriptor::new(opts.media_type(), finished.digest().clone(), finished.len()),
             false,
+            Some(finished),
         ))
     }
 

@@ -28,32 +28,90 @@ impl BlobWriter {
 
     /// Flush, check the digest against `expected` (if given), fsync and
     /// rename into `blobs/sha256/`. On mismatch the temp file is removed.
-    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
-        let w = self.inner.take().expect("commit once");
+    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        self.finish(expected)?.store()
+    }
+
+    /// Flush and check the digest against `expected` (if given), leaving
+    /// the fsync and rename to [`FinishedBlob::store`] — which may run on
+    /// another thread while the next blob is made. On mismatch the temp
+    /// file is removed.
+    pub fn finish(mut self, expected: Option<&Digest>) -> Result<FinishedBlob> {
+        let w = self.inner.take().expect("finish once");
         let (buf, digest, len) = w.finish();
-        let file = buf
-            .into_inner()
-            .map_err(|e| io_err("writing", &self.tmp)(e.into_error()))?;
+        let tmp = std::mem::take(&mut self.tmp);
+        let file = buf.into_inner().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("writing", &tmp)(e.into_error())
+        })?;
         if let Some(exp) = expected {
             if exp != &digest {
-                let _ = fs::remove_file(&self.tmp);
+                let _ = fs::remove_file(&tmp);
                 return Err(LayoutError::DigestMismatch {
-                    what: self.tmp.display().to_string(),
+                    what: tmp.display().to_string(),
                     expected: exp.clone(),
                     actual: digest,
                 });
             }
         }
-        file.sync_all().map_err(io_err("syncing", &self.tmp))?;
-        drop(file);
         let dst = self.blobs.join(digest.hex());
-        fs::rename(&self.tmp, &dst).map_err(io_err("storing", &dst))?;
-        Ok((digest, len))
+        Ok(FinishedBlob {
+            file: Some(file),
+            tmp,
+            dst,
+            digest,
+            len,
+        })
     }
 
     /// The temp file (for error messages).
     pub fn tmp_path(&self) -> &Path {
         &self.tmp
+    }
+}
+
+/// A blob written in full and checked, not yet durable or under its name.
+/// Dropped unstored, its temp file is removed.
+pub struct FinishedBlob {
+    file: Option<File>,
+    tmp: PathBuf,
+    dst: PathBuf,
+    digest: Digest,
+    len: u64,
+}
+
+impl FinishedBlob {
+    /// Its digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Its size.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// fsync, then rename into `blobs/sha256/`.
+    pub fn store(mut self) -> Result<(Digest, u64)> {
+        let file = self.file.take().expect("store once");
+        file.sync_all().map_err(io_err("syncing", &self.tmp))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.dst).map_err(io_err("storing", &self.dst))?;
+        self.tmp = PathBuf::new();
+        Ok((self.digest.clone(), self.len))
+    }
+}
+
+impl Drop for FinishedBlob {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -68,7 +126,7 @@ impl Write for BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if self.inner.is_some() {
+        if self.inner.is_some() && !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
         }
     }

@@ -20,7 +20,7 @@ use crate::error::io as io_err;
 use crate::image::{Digest, DigestWriter};
 use index::empty_index;
 
-pub use blob::{BlobWriter, hash_file};
+pub use blob::{BlobWriter, FinishedBlob, hash_file};
 pub use gc::{FsckReport, GcReport};
 pub use index::TaggedImage;
 pub use work::Work;
