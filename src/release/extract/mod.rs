@@ -45,6 +45,20 @@ pub(crate) fn extract(
     scratch: &Path,
     limits: ExtractLimits,
 ) -> Result<Spool, ReleaseError> {
+    let file = File::open(tarball).map_err(io_err("opening", tarball))?;
+    let gz = MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, file));
+    // Inflating, the costliest part, runs on a thread of its own a few
+    // chunks ahead of the tar reader and the spool writes.
+    std::thread::scope(|scope| unpack(tarball, ahead::ReadAhead::spawn(scope, gz), scratch, limits))
+}
+
+/// [`extract`] from the tar stream `input` of `tarball`.
+fn unpack(
+    tarball: &Path,
+    input: impl Read,
+    scratch: &Path,
+    limits: ExtractLimits,
+) -> Result<Spool, ReleaseError> {
     let mut budget = limits.max_bytes;
     let too_large = || ReleaseError::TooLarge {
         path: tarball.to_owned(),
@@ -56,12 +70,8 @@ pub(crate) fn extract(
     };
     let spool_err =
         |e: io::Error| ReleaseError::from(io_err("writing the unpacked release to", scratch)(e));
-    let file = File::open(tarball).map_err(io_err("opening", tarball))?;
     let mut spool = SpoolBuilder::new(scratch).map_err(&spool_err)?;
-    let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(
-        256 * 1024,
-        file,
-    )));
+    let mut archive = tar::Archive::new(input);
     let mut buf = vec![0u8; 256 * 1024];
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -195,6 +205,7 @@ fn sanitize(path: &Path) -> Result<Option<PathBuf>, String> {
     Ok((!out.as_os_str().is_empty()).then_some(out))
 }
 
+mod ahead;
 mod sparse;
 
 use sparse::*;
