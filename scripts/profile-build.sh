@@ -6,8 +6,8 @@
 #     no hardware counters, `perf stat -e instructions` says "not
 #     supported"), all threads, grouped by what the symbol does;
 #   - waiting: fsync/fdatasync wall time from strace (blocked time is not CPU);
-#   - the tarball detour: median wall time of the build from the tarball vs
-#     from the extracted directory (hyperfine).
+#   - the tarball's cost: median wall time of the build from the tarball vs
+#     from the release directory (hyperfine): inflating it into the spool.
 # valgrind's callgrind counts instructions but cannot run SHA-NI (the sha2
 # crate falls back to its software rounds under it, 20x the work), so its
 # counts misstate hashing; perf samples the real binary.
@@ -92,6 +92,6 @@ fs = [float(x) for x in re.findall(r"<([\d.]+)>", open(os.path.join(w, "strace.t
 print(f"\nfsync/fdatasync: {len(fs)} calls, {sum(fs):.3f} s of wall time in them")
 r = {x["command"]: x for x in json.load(open(os.path.join(w, "detour.json")))["results"]}
 t, d = r["tarball"]["median"], r["directory"]["median"]
-print(f"tarball detour: from the tarball {t:.3f} s, from the directory {d:.3f} s (median of {len(r['tarball']['times'])}): "
-      f"extracting and reading back costs {t - d:.3f} s = {(t - d) / t:.0%} of the build from the tarball")
+print(f"tarball input: from the tarball {t:.3f} s, from the directory {d:.3f} s (median of {len(r['tarball']['times'])}): "
+      f"inflating and spooling it costs {t - d:.3f} s = {(t - d) / t:.0%} of the build from the tarball")
 PY

@@ -94,8 +94,8 @@ pub struct BuildArgs {
     /// Run `MIX_ENV=prod mix release` in the project first.
     #[arg(long)]
     pub mix: bool,
-    /// Most a release tarball may extract to (default 8GiB): a bound on what
-    /// a hostile or broken tarball can write to scratch.
+    /// Most a release tarball may unpack to (default 8GiB): a bound on what
+    /// a hostile or broken tarball can write to its spool in scratch.
     #[arg(long, value_name = "SIZE")]
     pub max_release_size: Option<String>,
     /// Layer compression: gzip (libdeflate level 4, the default), gzip:LEVEL

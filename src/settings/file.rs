@@ -45,7 +45,7 @@ pub struct BuildSection {
     pub own_apps: Vec<String>,
     /// Static assets at least this big get a layer of their own (bytes or "1MiB").
     pub assets_layer_min: Option<String>,
-    /// Most a release tarball may extract to (bytes or "8GiB").
+    /// Most a release tarball may unpack to (bytes or "8GiB").
     pub max_release_size: Option<String>,
     /// Debian packages added between the base and the release
     /// (`NAME` or `NAME=VERSION`).

@@ -15,7 +15,7 @@ use tar::EntryType;
 
 use super::ReleaseError;
 
-/// Bounds on what a release tarball may extract to.
+/// Bounds on what a release tarball may unpack to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtractLimits {
     /// File bytes (plus 512 per entry) the tarball may write to scratch;
