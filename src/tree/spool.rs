@@ -82,10 +82,42 @@ pub struct Spool {
     /// The archive path [`Spool::root`] stands for (empty: the archive root).
     prefix: Vec<u8>,
     file: File,
-    arena: Vec<u8>,
+    /// The entries' paths, sorted and front-coded: record `i` (at
+    /// `nodes[i].start`) is the length of the prefix it shares with path
+    /// `i - 1` and the rest, as two varints and the bytes; every
+    /// [`RESTART`]-th record shares nothing, so a lookup decodes at most
+    /// that many. Paths inside one directory share most of their bytes.
+    paths: Vec<u8>,
+    /// Symlink targets (`NodeKind::Symlink` ranges).
+    targets: Vec<u8>,
     nodes: Vec<Node>,
     /// Live names of each hard-link group.
     groups: Vec<u32>,
+}
+
+/// Every this many paths, one is stored whole.
+const RESTART: usize = 16;
+
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> usize {
+    let mut v = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = bytes[*pos];
+        *pos += 1;
+        v |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
 }
 
 impl Spool {
@@ -148,8 +180,62 @@ impl Spool {
         Ok(full)
     }
 
-    fn path(&self, n: &Node) -> &[u8] {
-        &self.arena[n.start as usize..(n.start + n.len) as usize]
+    /// Decode record `i` onto `buf`, which holds path `i - 1` (or anything,
+    /// for a restart record).
+    fn decode_into(&self, i: usize, buf: &mut Vec<u8>) {
+        let mut pos = self.nodes[i].start as usize;
+        let shared = get_varint(&self.paths, &mut pos);
+        let rest = get_varint(&self.paths, &mut pos);
+        buf.truncate(shared);
+        buf.extend_from_slice(&self.paths[pos..pos + rest]);
+    }
+
+    /// The path of a restart record, without copying.
+    fn restart_path(&self, i: usize) -> &[u8] {
+        debug_assert_eq!(i % RESTART, 0);
+        let mut pos = self.nodes[i].start as usize;
+        let _shared = get_varint(&self.paths, &mut pos);
+        let rest = get_varint(&self.paths, &mut pos);
+        &self.paths[pos..pos + rest]
+    }
+
+    /// The first index whose path is not less than `key`, with that path
+    /// decoded in `buf` (when there is one).
+    fn lower_bound(&self, key: &[u8], buf: &mut Vec<u8>) -> usize {
+        let groups = self.nodes.len().div_ceil(RESTART);
+        // The last group whose first path is < key holds the bound (or the
+        // bound is the start of the next group).
+        let (mut lo, mut hi) = (0, groups);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.restart_path(mid * RESTART) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let g = lo;
+        if g == 0 {
+            if !self.nodes.is_empty() {
+                buf.clear();
+                self.decode_into(0, buf);
+            }
+            return 0;
+        }
+        let start = (g - 1) * RESTART;
+        let end = (start + RESTART).min(self.nodes.len());
+        buf.clear();
+        for i in start..end {
+            self.decode_into(i, buf);
+            if buf.as_slice() >= key {
+                return i;
+            }
+        }
+        if end < self.nodes.len() {
+            buf.clear();
+            self.decode_into(end, buf);
+        }
+        end
     }
 
     fn find(&self, rel: &[u8]) -> Option<&Node> {
@@ -157,7 +243,9 @@ impl Spool {
     }
 
     fn find_index(&self, rel: &[u8]) -> Option<usize> {
-        self.nodes.binary_search_by(|n| self.path(n).cmp(rel)).ok()
+        let mut buf = Vec::new();
+        let i = self.lower_bound(rel, &mut buf);
+        (i < self.nodes.len() && buf == rel).then_some(i)
     }
 
     pub(super) fn meta(&self, rel: &[u8]) -> io::Result<Meta> {
@@ -203,13 +291,14 @@ impl Spool {
         if !prefix.is_empty() {
             prefix.push(b'/');
         }
-        let first = self
-            .nodes
-            .partition_point(|n| self.path(n) < prefix.as_slice());
+        let mut buf = Vec::new();
+        let first = self.lower_bound(&prefix, &mut buf);
         let mut out = Vec::new();
-        for n in &self.nodes[first..] {
-            let p = self.path(n);
-            let Some(rest) = p.strip_prefix(prefix.as_slice()) else {
+        for i in first..self.nodes.len() {
+            if i > first {
+                self.decode_into(i, &mut buf);
+            }
+            let Some(rest) = buf.strip_prefix(prefix.as_slice()) else {
                 break;
             };
             if !rest.contains(&b'/') {
@@ -222,7 +311,7 @@ impl Spool {
     pub(super) fn read_link(&self, rel: &[u8]) -> io::Result<PathBuf> {
         match self.find(rel).map(|n| n.kind) {
             Some(NodeKind::Symlink { start, len }) => Ok(PathBuf::from(OsString::from_vec(
-                self.arena[start as usize..(start + len) as usize].to_vec(),
+                self.targets[start as usize..(start + len) as usize].to_vec(),
             ))),
             Some(_) => Err(io::Error::from_raw_os_error(libc::EINVAL)),
             None => Err(not_found()),
@@ -497,11 +586,43 @@ impl SpoolBuilder {
             arena,
             mut nodes,
             groups,
+            index,
+            overflow,
             ..
         } = self;
+        // The lookup tables of building are not needed any more, nor the
+        // slack of growing: a big release has hundreds of thousands of entries.
+        drop((index, overflow));
         nodes.retain(|n| !matches!(n.kind, NodeKind::Dead));
+        nodes.shrink_to_fit();
         let path = |n: &Node| &arena[n.start as usize..(n.start + n.len) as usize];
         nodes.sort_unstable_by(|a, b| path(a).cmp(path(b)));
+        // Front-code the sorted paths; symlink targets move to their own arena.
+        let mut paths = Vec::new();
+        let mut targets = Vec::new();
+        let mut prev: &[u8] = &[];
+        for (i, n) in nodes.iter_mut().enumerate() {
+            let p = &arena[n.start as usize..(n.start + n.len) as usize];
+            let shared = if i % RESTART == 0 {
+                0
+            } else {
+                prev.iter().zip(p).take_while(|(a, b)| a == b).count()
+            };
+            n.start = u32::try_from(paths.len())
+                .map_err(|_| io::Error::other("too many paths in the archive"))?;
+            put_varint(&mut paths, shared);
+            put_varint(&mut paths, p.len() - shared);
+            paths.extend_from_slice(&p[shared..]);
+            prev = p;
+            if let NodeKind::Symlink { start, len } = &mut n.kind {
+                let t = &arena[*start as usize..(*start + *len) as usize];
+                *start = u32::try_from(targets.len())
+                    .map_err(|_| io::Error::other("too many symlinks in the archive"))?;
+                targets.extend_from_slice(t);
+            }
+        }
+        drop(arena);
+        paths.shrink_to_fit();
         let mut counts = vec![0u32; groups as usize];
         for n in &nodes {
             if let NodeKind::File { group, .. } = n.kind {
@@ -514,7 +635,8 @@ impl SpoolBuilder {
             root,
             prefix: Vec::new(),
             file,
-            arena,
+            paths,
+            targets,
             nodes,
             groups: counts,
         })

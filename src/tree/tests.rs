@@ -235,3 +235,74 @@ fn a_spool_entered_at_its_top_directory_names_entries_below_it() {
         b"1 2"
     );
 }
+
+#[test]
+fn lookups_and_listings_hold_across_thousands_of_front_coded_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = SpoolBuilder::new(tmp.path()).unwrap();
+    let mut files = Vec::new();
+    // Names that share long prefixes, sort across `-` and `/`, and fill
+    // many restart groups (in an order other than the sorted one).
+    for d in (0..40).rev() {
+        for f in 0..37 {
+            files.push(format!("lib/app-{d}/ebin/Elixir.Mod{d}.Sub{f:03}.beam"));
+        }
+        files.push(format!("lib/app-{d}-extra"));
+    }
+    for (i, p) in files.iter().enumerate() {
+        let data = p.as_bytes();
+        let offset = b.offset();
+        b.append(data).unwrap();
+        b.add(
+            p.as_bytes(),
+            Entry::File {
+                mode: 0o600 + (i as u32 % 2),
+                offset,
+                size: data.len() as u64,
+            },
+        )
+        .unwrap();
+    }
+    b.add(b"lib/app-7/link", Entry::Symlink { target: b"ebin" })
+        .unwrap();
+    let root = PathBuf::from("/r");
+    let t = Tree::Spool(Arc::new(b.finish(root.clone()).unwrap()));
+    for (i, p) in files.iter().enumerate() {
+        let m = t.symlink_metadata(&root.join(p)).unwrap();
+        assert_eq!(
+            (m.kind, m.mode),
+            (Kind::File, 0o600 + (i as u32 % 2)),
+            "{p}"
+        );
+        assert_eq!(t.read(&root.join(p)).unwrap(), p.as_bytes(), "{p}");
+    }
+    for missing in [
+        "lib/app-0/ebin/Elixir.Mod0.Sub037.beam",
+        "lib/app-40",
+        "lib/app-1/ebin/Elixir.Mod1.Sub00",
+        "a",
+        "zzz",
+    ] {
+        assert!(
+            t.symlink_metadata(&root.join(missing)).is_err(),
+            "{missing}"
+        );
+    }
+    let mut top = t.read_dir(&root.join("lib")).unwrap();
+    top.sort();
+    assert_eq!(top.len(), 80);
+    for d in 0..40 {
+        let mut names = t.read_dir(&root.join(format!("lib/app-{d}/ebin"))).unwrap();
+        names.sort();
+        let want: Vec<std::ffi::OsString> = (0..37)
+            .map(|f| format!("Elixir.Mod{d}.Sub{f:03}.beam").into())
+            .collect();
+        assert_eq!(names, want, "app-{d}");
+        let own = t.read_dir(&root.join(format!("lib/app-{d}"))).unwrap();
+        assert_eq!(own.len(), if d == 7 { 2 } else { 1 }, "app-{d}: {own:?}");
+    }
+    assert_eq!(
+        t.read_link(&root.join("lib/app-7/link")).unwrap(),
+        Path::new("ebin")
+    );
+}

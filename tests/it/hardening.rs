@@ -502,23 +502,50 @@ fn a_release_of_300_000_files_builds_in_bounded_memory() {
             .unwrap();
         }
     }
-    let layout = work.path().join("image");
-    let mut cmd = Command::new("/usr/bin/time");
-    cmd.args(["-f", "peak-rss-kib=%M"])
-        .arg(env!("CARGO_BIN_EXE_guildhall-image"))
-        .env("GUILDHALL_IMAGE_CACHE", work.path().join("cache"))
-        .args(["-q", "build", "--release"])
-        .arg(&release)
-        .args(["--base", &base_ref(), "--tag", "v1", "--layout"])
-        .arg(&layout);
-    let out = run(&mut cmd);
-    let err = stderr_of(&out);
-    assert!(out.status.success(), "{err}");
-    let kib: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("peak-rss-kib="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
-    assert!(kib < 100 * 1024, "peak RSS {kib} KiB for 300,000 files");
-    fsck_ok(&layout);
+    // The directory, and its tarball (read into a spool: its index must be
+    // bounded too): the same image, each in bounded memory.
+    let tarball = work.path().join("rel.tar.gz");
+    assert!(
+        Command::new("tar")
+            .arg("-C")
+            .arg(release.parent().unwrap())
+            .arg("-czf")
+            .arg(&tarball)
+            .arg("guildhall")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut digests = Vec::new();
+    for (input, name) in [(&release, "image"), (&tarball, "image-from-tarball")] {
+        let layout = work.path().join(name);
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.args(["-f", "peak-rss-kib=%M"])
+            .arg(env!("CARGO_BIN_EXE_guildhall-image"))
+            .env("GUILDHALL_IMAGE_CACHE", work.path().join("cache"))
+            .args(["-q", "build", "--json", "--release"])
+            .arg(input)
+            .args(["--base", &base_ref(), "--tag", "v1", "--layout"])
+            .arg(&layout);
+        let out = run(&mut cmd);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{err}");
+        let kib: u64 = err
+            .lines()
+            .find_map(|l| l.strip_prefix("peak-rss-kib="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+        assert!(
+            kib < 100 * 1024,
+            "peak RSS {kib} KiB for 300,000 files from {}",
+            input.display()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        digests.push(v["digest"].as_str().unwrap().to_owned());
+        fsck_ok(&layout);
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "directory and tarball give one image"
+    );
 }
