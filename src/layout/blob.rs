@@ -126,7 +126,7 @@ impl Write for BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if self.inner.is_some() && !self.tmp.as_os_str().is_empty() {
+        if self.inner.is_some() {
             let _ = fs::remove_file(&self.tmp);
         }
     }

@@ -18,7 +18,7 @@ pub use plan::{LayerPlan, OTP_APPS, PlanOptions};
 
 use crate::image::Platform;
 use crate::layer::LayerError;
-use crate::tree::{Spool, Tree};
+use crate::tree::Tree;
 
 /// Where the release is installed in the image (`WORKDIR`). Layers hold it
 /// as `app/…`.
@@ -104,13 +104,16 @@ impl Release {
                 source,
             })
         })?;
-        let spool = extract::extract(path, scratch, limits)?;
-        let tree = Tree::Spool(std::sync::Arc::new(single_subdir_root(spool)));
-        let root = match &tree {
-            Tree::Spool(s) => s.root().to_owned(),
-            Tree::Disk => unreachable!("a spool"),
-        };
-        Release::read(root, tree)
+        let mut spool = extract::extract(path, scratch, limits)?;
+        // A tarball whose entries all sit in one top directory
+        // (`guildhall/bin/…`) has its release there.
+        if !spool.contains(Path::new("releases")) {
+            if let Some(dir) = spool.single_top_dir() {
+                spool = spool.enter(&dir);
+            }
+        }
+        let root = spool.root().to_owned();
+        Release::read(root, Tree::Spool(std::sync::Arc::new(spool)))
     }
 
     fn read(root: PathBuf, tree: Tree) -> Result<Release, ReleaseError> {
@@ -401,35 +404,6 @@ fn is_gzip(path: &Path) -> Result<bool, ReleaseError> {
             path: path.to_owned(),
             source,
         })),
-    }
-}
-
-/// A tarball whose entries all sit in one top directory (`guildhall/bin/…`)
-/// has its release there.
-fn single_subdir_root(spool: Spool) -> Spool {
-    let tree_root = spool.root().to_owned();
-    let tree = Tree::Spool(std::sync::Arc::new(spool));
-    let only = if tree.exists(&tree_root.join("releases")) {
-        None
-    } else {
-        match tree.read_dir(&tree_root).unwrap_or_default().as_slice() {
-            [only]
-                if tree
-                    .symlink_metadata(&tree_root.join(only))
-                    .is_ok_and(|m| m.is_dir()) =>
-            {
-                Some(only.clone())
-            }
-            _ => None,
-        }
-    };
-    let Tree::Spool(spool) = tree else {
-        unreachable!("a spool")
-    };
-    let spool = std::sync::Arc::into_inner(spool).expect("the only reference");
-    match only {
-        Some(dir) => spool.enter(&dir),
-        None => spool,
     }
 }
 

@@ -154,12 +154,11 @@ impl Tree {
                 })
             }
             Tree::Spool(s) => {
-                let rel = s.rel(path)?;
-                let meta = s.meta(&rel)?;
+                let (meta, data) = s.meta_and_data(&s.rel(path)?)?;
                 if meta.is_symlink() {
                     return Err(io::Error::from_raw_os_error(libc::ELOOP));
                 }
-                let (offset, size) = s.data(&rel).unwrap_or((0, 0));
+                let (offset, size) = data.unwrap_or((0, 0));
                 Ok(TreeFile {
                     meta,
                     inner: Inner::Spool {

@@ -37,7 +37,10 @@ enum NodeKind {
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
+    /// While building: where the path is in the builder's arena. In a
+    /// finished [`Spool`]: where its front-coded record is in `paths`.
     start: u32,
+    /// While building: the path's length (a finished spool decodes it).
     len: u32,
     mode: u32,
     kind: NodeKind,
@@ -142,14 +145,22 @@ impl Spool {
         }
     }
 
-    /// Number of entries (the root not counted).
-    pub fn len(&self) -> usize {
-        self.nodes.len()
+    /// Whether `rel` (relative to [`Spool::root`]) is an entry.
+    pub fn contains(&self, rel: &Path) -> bool {
+        self.rel(&self.root.join(rel))
+            .and_then(|r| self.meta(&r))
+            .is_ok()
     }
 
-    /// Whether the archive had no entries.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+    /// The one entry below [`Spool::root`], when there is exactly one and it
+    /// is a directory (an archive of `guildhall/…`).
+    pub fn single_top_dir(&self) -> Option<OsString> {
+        let names = self.read_dir(&self.rel(&self.root).ok()?).ok()?;
+        let [only] = names.as_slice() else {
+            return None;
+        };
+        let rel = self.rel(&self.root.join(only)).ok()?;
+        self.meta(&rel).ok()?.is_dir().then(|| only.clone())
     }
 
     /// `path` relative to the archive root, as bytes; `NotFound` outside it.
@@ -214,15 +225,9 @@ impl Spool {
                 hi = mid;
             }
         }
-        let g = lo;
-        if g == 0 {
-            if !self.nodes.is_empty() {
-                buf.clear();
-                self.decode_into(0, buf);
-            }
-            return 0;
-        }
-        let start = (g - 1) * RESTART;
+        // Group `lo - 1` starts below the key; with `lo == 0` the bound is 0
+        // and the scan of group 0 finds it at once.
+        let start = lo.saturating_sub(1) * RESTART;
         let end = (start + RESTART).min(self.nodes.len());
         buf.clear();
         for i in start..end {
@@ -259,6 +264,10 @@ impl Spool {
             });
         }
         let idx = self.find_index(rel).ok_or_else(not_found)?;
+        self.meta_at(idx)
+    }
+
+    fn meta_at(&self, idx: usize) -> io::Result<Meta> {
         let n = &self.nodes[idx];
         let (kind, len, nlink, id) = match n.kind {
             NodeKind::Dir => (Kind::Dir, 0, 1, 1 << 32 | idx as u64),
@@ -318,12 +327,18 @@ impl Spool {
         }
     }
 
-    /// Where a regular file's bytes are: (offset, size).
-    pub(super) fn data(&self, rel: &[u8]) -> Option<(u64, u64)> {
-        match self.find(rel)?.kind {
+    /// An entry's metadata and, for a regular file, where its bytes are
+    /// (offset, size): one lookup.
+    pub(super) fn meta_and_data(&self, rel: &[u8]) -> io::Result<(Meta, Option<(u64, u64)>)> {
+        if rel.is_empty() {
+            return Ok((self.meta(rel)?, None));
+        }
+        let idx = self.find_index(rel).ok_or_else(not_found)?;
+        let data = match self.nodes[idx].kind {
             NodeKind::File { offset, size, .. } => Some((offset, size)),
             _ => None,
-        }
+        };
+        Ok((self.meta_at(idx)?, data))
     }
 
     pub(super) fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
