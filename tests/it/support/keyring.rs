@@ -46,35 +46,41 @@ impl SecretService {
         let mut lines = text.lines();
         let address = lines.next().expect("address").trim().to_owned();
         let dbus_pid: i32 = lines.next().expect("pid").trim().parse().expect("pid");
-        let mut cmd = Command::new("gnome-keyring-daemon");
-        cmd.args(["--foreground", "--components=secrets"])
-            .env("HOME", home)
-            .env("XDG_RUNTIME_DIR", &run)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("DBUS_SESSION_BUS_ADDRESS", &address)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if unlocked {
-            cmd.arg("--unlock").stdin(Stdio::piped());
-        } else {
-            cmd.stdin(Stdio::null());
-        }
-        let mut keyring = cmd
-            .spawn()
-            .expect("gnome-keyring-daemon (apt-get install gnome-keyring)");
-        if unlocked {
-            let mut stdin = keyring.stdin.take().unwrap();
-            stdin.write_all(b"keyring-password").unwrap();
-        }
-        let ss = SecretService {
-            address,
+        let spawn_keyring = || {
+            let mut cmd = Command::new("gnome-keyring-daemon");
+            cmd.args(["--foreground", "--components=secrets"])
+                .env("HOME", home)
+                .env("XDG_RUNTIME_DIR", &run)
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("DBUS_SESSION_BUS_ADDRESS", &address)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if unlocked {
+                cmd.arg("--unlock").stdin(Stdio::piped());
+            } else {
+                cmd.stdin(Stdio::null());
+            }
+            let mut keyring = cmd
+                .spawn()
+                .expect("gnome-keyring-daemon (apt-get install gnome-keyring)");
+            if unlocked {
+                let mut stdin = keyring.stdin.take().unwrap();
+                stdin.write_all(b"keyring-password").unwrap();
+            }
+            keyring
+        };
+        let mut ss = SecretService {
+            address: address.clone(),
             dbus_pid,
-            keyring,
+            keyring: spawn_keyring(),
         };
         // Wait until the service answers on the bus and its collection
         // takes items: on a loaded machine that took more than 10 s, so the
-        // bound is generous (it only matters when something is broken).
+        // bound is generous (it only matters when something is broken). A
+        // daemon that died, or has not come up in 30 s (once in a CI run its
+        // login collection never appeared), is started again.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut attempt_ends = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             let ok = Command::new("dbus-send")
                 .args([
@@ -90,6 +96,13 @@ impl SecretService {
                 .unwrap_or(false);
             if ok && (!unlocked || ss.writable()) {
                 return ss;
+            }
+            let died = ss.keyring.try_wait().ok().flatten().is_some();
+            if died || std::time::Instant::now() > attempt_ends {
+                let _ = ss.keyring.kill();
+                let _ = ss.keyring.wait();
+                ss.keyring = spawn_keyring();
+                attempt_ends = std::time::Instant::now() + std::time::Duration::from_secs(30);
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
