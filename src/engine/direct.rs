@@ -216,17 +216,35 @@ impl DirectBuild<'_> {
                 reused: p.reused,
             });
         }
-        let hashed = hash_side_by_side(&plan.layers, &fingerprints, &opts, &known)?;
+        // The diff ID of each layer whose files are unchanged since an
+        // earlier build (the same fingerprint) is remembered; the others
+        // take a cheap pass (tar + sha256), side by side, when the layout
+        // holds layers they might be.
+        let remembered: Vec<Option<LayerStats>> = fingerprints
+            .iter()
+            .map(|fp| {
+                fp.as_ref()
+                    .and_then(|fp| self.memo.get("diffid", fp))
+                    .and_then(|v| parse_stats(&v))
+            })
+            .collect();
+        let hashed = hash_side_by_side(&plan.layers, &remembered, &opts, &known)?;
+        for ((fp, r), st) in fingerprints.iter().zip(&remembered).zip(&hashed) {
+            if let (Some(fp), None, Some(st)) = (fp, r, st) {
+                self.memo.put("diffid", fp, &format_stats(st));
+            }
+        }
         // A written layer is made durable (fsync, rename) on a thread of
         // its own while the next one is compressed; all are stored before
         // the config and manifest that name them.
         std::thread::scope(|scope| -> Result<()> {
             let mut storing = Vec::new();
-            for ((planned, fp), hashed) in plan.layers.iter().zip(&fingerprints).zip(hashed) {
-                // The diff ID of files unchanged since an earlier build is
-                // remembered; otherwise it is one cheap pass (tar + sha256).
+            let layers = plan.layers.iter().zip(&fingerprints);
+            for ((planned, fp), (remembered, hashed)) in
+                layers.zip(remembered.into_iter().zip(hashed))
+            {
                 let (stats, blob, reused, pending) =
-                    self.make_layer(planned, fp.as_ref(), hashed, &opts, &known)?;
+                    self.make_layer(planned, fp.as_ref(), remembered.or(hashed), &opts, &known)?;
                 if let Some(p) = pending {
                     storing.push(scope.spawn(move || p.store()));
                 }
@@ -344,39 +362,18 @@ impl DirectBuild<'_> {
 
 impl DirectBuild<'_> {
     /// One release layer: reused when the layout already holds its content
-    /// (same diff ID), else written. The diff ID comes from the memo when
-    /// the files are unchanged since an earlier build (a directory's files,
-    /// by their metadata fingerprint `fp`); otherwise it takes a cheap pass
-    /// (tar + sha256) — unless the layout holds no layer to reuse, when the
-    /// layer is written straight away in one pass. `hashed`: the diff ID
-    /// already hashed ([`hash_side_by_side`]). A written layer comes back
-    /// not yet stored: the caller stores it ([`FinishedBlob::store`]).
+    /// (its diff ID, `stats`, known from the memo or hashed), else written
+    /// and its diff ID remembered under its fingerprint `fp`. A written
+    /// layer comes back not yet stored: the caller stores it
+    /// ([`FinishedBlob::store`]).
     fn make_layer(
         &self,
         planned: &PlannedLayer,
         fp: Option<&Digest>,
-        hashed: Option<LayerStats>,
+        stats: Option<LayerStats>,
         opts: &LayerOptions,
         known: &HashMap<Digest, Descriptor>,
     ) -> Result<(LayerStats, Descriptor, bool, Option<FinishedBlob>)> {
-        let remembered = hashed.or_else(|| {
-            fp.and_then(|fp| self.memo.get("diffid", fp).and_then(|v| parse_stats(&v)))
-        });
-        let stats = match remembered {
-            Some(st) => Some(st),
-            None if known.is_empty() => None,
-            None => {
-                let st = layer::diff_id(planned, opts)?;
-                if let Some(fp) = fp {
-                    self.memo.put(
-                        "diffid",
-                        fp,
-                        &format!("{} {}", st.diff_id, st.uncompressed_size),
-                    );
-                }
-                Some(st)
-            }
-        };
         if let Some(st) = &stats {
             if let Some(b) = known.get(&st.diff_id) {
                 return Ok((st.clone(), b.clone(), true, None));
@@ -391,11 +388,7 @@ impl DirectBuild<'_> {
         // What was written is the truth (a file may have changed since the
         // files were fingerprinted); remember it.
         if let Some(fp) = fp {
-            self.memo.put(
-                "diffid",
-                fp,
-                &format!("{} {}", written.diff_id, written.uncompressed_size),
-            );
+            self.memo.put("diffid", fp, &format_stats(&written));
         }
         let finished = w.finish(None)?;
         task.finish("done");
@@ -564,25 +557,25 @@ impl DirectBuild<'_> {
     }
 }
 
-/// The diff IDs of the layers that have no fingerprint (a spool's), hashed
-/// on a thread each, when the layout holds layers they might be: the pass
-/// that finds an unchanged layer costs a core's time, not the sum. `None`
-/// for the others, and for all when there is nothing to reuse.
+/// The diff IDs of the layers not `remembered`, hashed on a thread each,
+/// when the layout holds layers they might be: the pass that finds an
+/// unchanged layer costs a core's time, not the sum. `None` for the
+/// others, and for all when there is nothing to reuse.
 fn hash_side_by_side(
     layers: &[PlannedLayer],
-    fingerprints: &[Option<Digest>],
+    remembered: &[Option<LayerStats>],
     opts: &LayerOptions,
     known: &HashMap<Digest, Descriptor>,
 ) -> Result<Vec<Option<LayerStats>>> {
-    if known.is_empty() || fingerprints.iter().all(Option::is_some) {
+    if known.is_empty() {
         return Ok(vec![None; layers.len()]);
     }
     std::thread::scope(|scope| {
         let running: Vec<_> = layers
             .iter()
-            .zip(fingerprints)
-            .map(|(l, fp)| {
-                fp.is_none()
+            .zip(remembered)
+            .map(|(l, r)| {
+                r.is_none()
                     .then(|| scope.spawn(move || layer::diff_id(l, opts)))
             })
             .collect();
@@ -597,6 +590,10 @@ fn hash_side_by_side(
             })
             .collect()
     })
+}
+
+fn format_stats(st: &LayerStats) -> String {
+    format!("{} {}", st.diff_id, st.uncompressed_size)
 }
 
 fn parse_stats(v: &str) -> Option<LayerStats> {

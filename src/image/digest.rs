@@ -117,6 +117,10 @@ impl Sha256Hasher {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The raw 32 bytes of the digest of everything fed.
+    pub fn finish_bytes(self) -> [u8; 32] {
+        self.inner.finalize().into()
+    }
     /// The digest of everything fed.
     pub fn finish(self) -> Digest {
         Digest {

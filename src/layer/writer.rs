@@ -35,45 +35,49 @@ impl From<LayerError> for TarError {
     }
 }
 
-/// Write the layer as a tar stream; returns the number of entries.
-/// A fingerprint of what a layer would hold, from file metadata alone (no
-/// contents read): paths, types, modes, sizes, link targets, and mtime,
-/// ctime, inode and device, which change whenever a file is rewritten. Equal
-/// fingerprints on one machine mean an equal tar, so its diff ID can be
-/// remembered instead of hashed again (the idea of git's index). `None` for
-/// a layer read from a spool: its files have no such metadata, and only
-/// their content (the diff ID itself) can say they are unchanged.
+/// A fingerprint of what a layer would hold, equal only for layers whose
+/// tars are equal, so its diff ID can be remembered instead of hashed again
+/// (the idea of git's index). On disk it is taken from file metadata alone
+/// (no contents read): paths, types, modes, sizes, link targets, and mtime,
+/// ctime, inode and device, which change whenever a file is rewritten. A
+/// spool's files have no such metadata: there it is their content, by the
+/// sha256 each file got as it was spooled — `None` when a file has none
+/// (only the diff ID itself can then say the layer is unchanged).
 pub fn fingerprint(
     layer: &PlannedLayer,
     opts: &LayerOptions,
 ) -> Result<Option<Digest>, LayerError> {
-    if !layer.tree().is_disk() {
-        return Ok(None);
-    }
     let mut h = Sha256Hasher::new();
+    let disk = layer.tree().is_disk();
     // The tar format version and everything in the options that changes bytes.
     h.update(
         format!(
-            "guildhall-image layer v1 {:?} {} {} {} {}\n",
-            opts.codec, opts.block_size, opts.mtime, opts.uid, opts.gid
+            "guildhall-image layer v1{} {:?} {} {} {} {}\n",
+            if disk { "" } else { " content" },
+            opts.codec,
+            opts.block_size,
+            opts.mtime,
+            opts.uid,
+            opts.gid
         )
         .as_bytes(),
     );
-    fingerprint_entries(
-        &mut h,
-        &Tree::Disk,
-        layer
-            .sorted()
-            .into_iter()
-            .map(|i| layer.entry(&layer.items[i as usize])),
-    )?;
+    let entries = layer
+        .sorted()
+        .into_iter()
+        .map(|i| layer.entry(&layer.items[i as usize]));
+    if disk {
+        fingerprint_entries(&mut h, &Tree::Disk, entries)?;
+    } else if !fingerprint_content(&mut h, layer.tree(), entries, false)? {
+        return Ok(None);
+    }
     Ok(Some(h.finish()))
 }
 
 /// A fingerprint (like [`fingerprint`]) of some entries of a plan read from
 /// `tree`, in the order given: what preflight remembers it checked. For a
-/// spool, whose entries have no stable metadata, the files' content is
-/// hashed instead (preflight's candidates are a few megabytes).
+/// spool, whose entries have no stable metadata, it is the files' content
+/// (read, where the spool did not take their sha256).
 pub fn fingerprint_of<'a>(
     what: &str,
     tree: &Tree,
@@ -92,7 +96,7 @@ pub(super) fn fingerprint_entries<'a>(
     entries: impl Iterator<Item = LayerEntry<'a>>,
 ) -> Result<(), LayerError> {
     if !tree.is_disk() {
-        return fingerprint_content(h, tree, entries);
+        return fingerprint_content(h, tree, entries, true).map(drop);
     }
     for e in entries {
         let m = fs::symlink_metadata(&e.source).map_err(io_err("reading", &e.source))?;
@@ -124,14 +128,18 @@ pub(super) fn fingerprint_entries<'a>(
     Ok(())
 }
 
-/// [`fingerprint_entries`] for a spool: paths, kinds, modes, link targets
-/// and the bytes of every file.
+/// [`fingerprint_entries`] for a spool: paths, kinds, modes, link targets,
+/// hard links as the tar writes them (to the first name of the file in
+/// these entries), and every file's sha256 — as the spool knows it, else
+/// read when `read` (`Ok(false)`, nothing read, when not).
 fn fingerprint_content<'a>(
     h: &mut Sha256Hasher,
     tree: &Tree,
     entries: impl Iterator<Item = LayerEntry<'a>>,
-) -> Result<(), LayerError> {
-    let mut buf = vec![0u8; READ_CHUNK];
+    read: bool,
+) -> Result<bool, LayerError> {
+    let mut buf = Vec::new();
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for e in entries {
         let m = tree
             .symlink_metadata(&e.source)
@@ -145,18 +153,41 @@ fn fingerprint_content<'a>(
             h.update(t.as_os_str().as_bytes());
             h.update(b"\n");
         } else if m.is_file() {
-            let mut f = tree.open(&e.source).map_err(io_err("opening", &e.source))?;
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => h.update(&buf[..n]),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(io_err("reading", &e.source)(err).into()),
+            if m.nlink > 1 {
+                if let Some(first) = links.get(&m.id) {
+                    h.update(b"link ");
+                    h.update(first.as_os_str().as_bytes());
+                    h.update(b"\n");
+                    continue;
+                }
+                links.insert(m.id, e.dest.to_owned());
+            }
+            let known = tree
+                .known_content(&e.source)
+                .map_err(io_err("reading", &e.source))?;
+            match known {
+                Some(sha) => h.update(&sha),
+                None if !read => return Ok(false),
+                None => {
+                    if buf.is_empty() {
+                        buf = vec![0u8; READ_CHUNK];
+                    }
+                    let mut sha = Sha256Hasher::new();
+                    let mut f = tree.open(&e.source).map_err(io_err("opening", &e.source))?;
+                    loop {
+                        match f.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => sha.update(&buf[..n]),
+                            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                            Err(err) => return Err(io_err("reading", &e.source)(err).into()),
+                        }
+                    }
+                    h.update(&sha.finish_bytes());
                 }
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 pub(super) fn write_tar<W: Write>(

@@ -185,6 +185,15 @@ impl Tree {
         Ok(out)
     }
 
+    /// The sha256 of a regular file's bytes when the tree knows it without
+    /// reading them (a spool takes it as each file goes by); `None` on disk.
+    pub fn known_content(&self, path: &Path) -> io::Result<Option<[u8; 32]>> {
+        match self {
+            Tree::Disk => Ok(None),
+            Tree::Spool(s) => s.content(&s.rel(path)?),
+        }
+    }
+
     /// Whether `path` exists (as an entry of any kind).
     pub fn exists(&self, path: &Path) -> bool {
         self.symlink_metadata(path).is_ok()

@@ -16,6 +16,8 @@ use std::path::{Component, Path, PathBuf};
 use super::{Kind, Meta};
 
 const NO_GROUP: u32 = u32::MAX;
+/// A file whose content digest was not taken (a sparse file's).
+const NO_CONTENT: u32 = u32::MAX;
 /// Bytes buffered before they are written to the spool file.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -26,6 +28,8 @@ enum NodeKind {
         offset: u64,
         size: u64,
         group: u32,
+        /// Index of its sha256 in `contents`, or [`NO_CONTENT`].
+        content: u32,
     },
     Symlink {
         start: u32,
@@ -63,6 +67,9 @@ pub enum Entry<'a> {
         offset: u64,
         /// How many.
         size: u64,
+        /// The sha256 of those bytes, when the caller took it as they went
+        /// by (so an unchanged file is known without reading it again).
+        content: Option<[u8; 32]>,
     },
     /// A symlink to this target.
     Symlink {
@@ -96,6 +103,8 @@ pub struct Spool {
     nodes: Vec<Node>,
     /// Live names of each hard-link group.
     groups: Vec<u32>,
+    /// The sha256 of files' bytes (`NodeKind::File::content`).
+    contents: Vec<[u8; 32]>,
 }
 
 /// Every this many paths, one is stored whole.
@@ -344,6 +353,18 @@ impl Spool {
     pub(super) fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         self.file.read_at(buf, pos)
     }
+
+    /// The sha256 of a regular file's bytes, when it was taken as the file
+    /// was spooled; `None` for anything else.
+    pub(super) fn content(&self, rel: &[u8]) -> io::Result<Option<[u8; 32]>> {
+        let idx = self.find_index(rel).ok_or_else(not_found)?;
+        Ok(match self.nodes[idx].kind {
+            NodeKind::File { content, .. } if content != NO_CONTENT => {
+                Some(self.contents[content as usize])
+            }
+            _ => None,
+        })
+    }
 }
 
 fn not_found() -> io::Error {
@@ -363,6 +384,7 @@ pub struct SpoolBuilder {
     index: HashMap<u64, u32>,
     overflow: HashMap<Vec<u8>, u32>,
     groups: u32,
+    contents: Vec<[u8; 32]>,
     /// The parent directory of the last entry, known to be a directory.
     last_parent: Vec<u8>,
 }
@@ -380,6 +402,7 @@ impl SpoolBuilder {
             index: HashMap::new(),
             overflow: HashMap::new(),
             groups: 0,
+            contents: Vec::new(),
             last_parent: Vec::new(),
         })
     }
@@ -535,14 +558,31 @@ impl SpoolBuilder {
         }
         let (mode, kind) = match entry {
             Entry::Dir { .. } => unreachable!("handled above"),
-            Entry::File { mode, offset, size } => (
+            Entry::File {
                 mode,
-                NodeKind::File {
-                    offset,
-                    size,
-                    group: NO_GROUP,
-                },
-            ),
+                offset,
+                size,
+                content,
+            } => {
+                let content = match content {
+                    Some(c) => {
+                        let i = u32::try_from(self.contents.len())
+                            .map_err(|_| "too many files".to_string())?;
+                        self.contents.push(c);
+                        i
+                    }
+                    None => NO_CONTENT,
+                };
+                (
+                    mode,
+                    NodeKind::File {
+                        offset,
+                        size,
+                        group: NO_GROUP,
+                        content,
+                    },
+                )
+            }
             Entry::Symlink { target } => {
                 let (start, len) = self.push_bytes(target)?;
                 (0o777, NodeKind::Symlink { start, len })
@@ -555,6 +595,7 @@ impl SpoolBuilder {
                         offset,
                         size,
                         group,
+                        content,
                     },
                 )) = t.map(|t| (t, self.nodes[t as usize].kind))
                 else {
@@ -579,6 +620,7 @@ impl SpoolBuilder {
                         offset,
                         size,
                         group,
+                        content,
                     },
                 )
             }
@@ -603,6 +645,7 @@ impl SpoolBuilder {
             groups,
             index,
             overflow,
+            mut contents,
             ..
         } = self;
         // The lookup tables of building are not needed any more, nor the
@@ -646,6 +689,7 @@ impl SpoolBuilder {
                 }
             }
         }
+        contents.shrink_to_fit();
         Ok(Spool {
             root,
             prefix: Vec::new(),
@@ -654,6 +698,7 @@ impl SpoolBuilder {
             targets,
             nodes,
             groups: counts,
+            contents,
         })
     }
 }

@@ -33,6 +33,7 @@ fn both() -> (tempfile::TempDir, PathBuf, Tree, PathBuf) {
                 mode: *mode,
                 offset,
                 size: data.len() as u64,
+                content: None,
             },
         )
         .unwrap();
@@ -134,6 +135,7 @@ fn entries_below_a_symlink_or_a_file_are_refused() {
                 mode: 0o644,
                 offset: 0,
                 size: 0,
+                content: None,
             },
         )
         .unwrap_err();
@@ -144,6 +146,7 @@ fn entries_below_a_symlink_or_a_file_are_refused() {
             mode: 0o644,
             offset: 0,
             size: 0,
+            content: None,
         },
     )
     .unwrap();
@@ -168,6 +171,7 @@ fn a_hard_link_keeps_the_bytes_of_a_file_replaced_after_it() {
                 mode: 0o644,
                 offset,
                 size: data.len() as u64,
+                content: None,
             },
         )
         .unwrap();
@@ -197,6 +201,7 @@ fn reserved_regions_read_as_zeros_where_nothing_was_written() {
             mode: 0o644,
             offset: start,
             size: 1 << 20,
+            content: None,
         },
     )
     .unwrap();
@@ -220,6 +225,7 @@ fn a_spool_entered_at_its_top_directory_names_entries_below_it() {
             mode: 0o644,
             offset: 0,
             size: 3,
+            content: None,
         },
     )
     .unwrap();
@@ -259,6 +265,7 @@ fn lookups_and_listings_hold_across_thousands_of_front_coded_paths() {
                 mode: 0o600 + (i as u32 % 2),
                 offset,
                 size: data.len() as u64,
+                content: None,
             },
         )
         .unwrap();

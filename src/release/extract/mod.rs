@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
+use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use super::ReleaseError;
@@ -114,8 +115,12 @@ fn unpack(
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mode = mode()?;
                 let offset = spool.offset();
-                let size = match &sparse {
+                let (size, content) = match &sparse {
                     None => {
+                        // Hashed while it is in cache, on this thread (the
+                        // inflating one is the busier): the layers' content
+                        // keys then cost no second pass over the files.
+                        let mut sha = Sha256::new();
                         let mut size = 0u64;
                         loop {
                             let n = match entry.read(&mut buf) {
@@ -125,10 +130,11 @@ fn unpack(
                                 Err(e) => return Err(corrupt(e)),
                             };
                             budget = budget.checked_sub(n as u64).ok_or_else(too_large)?;
+                            sha.update(&buf[..n]);
                             spool.append(&buf[..n]).map_err(&spool_err)?;
                             size += n as u64;
                         }
-                        size
+                        (size, Some(sha.finalize().into()))
                     }
                     Some(sp) => {
                         budget = budget.checked_sub(sp.real_size).ok_or_else(too_large)?;
@@ -142,11 +148,19 @@ fn unpack(
                             SparseError::Write(e) => spool_err(e),
                             SparseError::Bad(reason) => unsafe_entry(reason),
                         })?;
-                        sp.real_size
+                        (sp.real_size, None)
                     }
                 };
                 spool
-                    .add(rel, Entry::File { mode, offset, size })
+                    .add(
+                        rel,
+                        Entry::File {
+                            mode,
+                            offset,
+                            size,
+                            content,
+                        },
+                    )
                     .map_err(&unsafe_entry)?;
             }
             EntryType::Symlink => {

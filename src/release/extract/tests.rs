@@ -273,3 +273,105 @@ fn setuid_bits_are_kept_and_never_reach_the_host() {
         assert_eq!(m.mode, mode, "{f}");
     }
 }
+
+/// The layer of a whole unpacked tarball, as a release plan makes one.
+fn layer_of(tree: &Tree, root: &Path) -> crate::layer::PlannedLayer {
+    let mut l =
+        crate::layer::PlannedLayer::rooted("all", "everything", root, "app").in_tree(tree.clone());
+    l.add_tree(root, Path::new("app"), &|_| false).unwrap();
+    l
+}
+
+/// Tarball of `files` (name, bytes, mtime) in this order, `link` a hard
+/// link (name, target) after them.
+fn tarball_of(dir: &Path, files: &[(&str, &[u8], u64)], link: Option<(&str, &str)>) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    tarball(dir, |b| {
+        for (name, bytes, mtime) in files {
+            let mut h = file_header(bytes.len() as u64, 0o644);
+            h.set_mtime(*mtime);
+            b.append_data(&mut h, name, *bytes).unwrap();
+        }
+        if let Some((name, target)) = link {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Link);
+            h.set_size(0);
+            b.append_link(&mut h, name, target).unwrap();
+        }
+    })
+}
+
+#[test]
+fn a_spooled_layer_is_keyed_by_content_not_by_order_or_mtimes() {
+    use crate::layer::{LayerOptions, diff_id, fingerprint};
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = LayerOptions::default();
+    let key = |tb: &Path| {
+        let (tree, root) = unpack(tb).unwrap();
+        let l = layer_of(&tree, &root);
+        (fingerprint(&l, &opts).unwrap(), diff_id(&l, &opts).unwrap())
+    };
+    let a = tarball_of(
+        &tmp.path().join("a"),
+        &[("lib/x.beam", b"one", 10), ("lib/y.beam", b"two", 11)],
+        Some(("lib/z.beam", "lib/x.beam")),
+    );
+    // Each file's sha256 is taken as it is spooled.
+    let (tree, root) = unpack(&a).unwrap();
+    let two: [u8; 32] = sha2::Sha256::digest(b"two").into();
+    assert_eq!(
+        tree.known_content(&root.join("lib/y.beam")).unwrap(),
+        Some(two)
+    );
+    assert_eq!(tree.known_content(&root.join("lib")).unwrap(), None);
+    // Another order and other mtimes: the same tar, the same key.
+    let b = tarball_of(
+        &tmp.path().join("b"),
+        &[("lib/y.beam", b"two", 99), ("lib/x.beam", b"one", 98)],
+        Some(("lib/z.beam", "lib/x.beam")),
+    );
+    let (ka, da) = key(&a);
+    let (kb, db) = key(&b);
+    assert!(ka.is_some());
+    assert_eq!((&ka, &da), (&kb, &db));
+    // One byte changed, or a hard link made a copy: another tar, another key.
+    let c = tarball_of(
+        &tmp.path().join("c"),
+        &[("lib/x.beam", b"one", 10), ("lib/y.beam", b"twO", 11)],
+        Some(("lib/z.beam", "lib/x.beam")),
+    );
+    let d = tarball_of(
+        &tmp.path().join("d"),
+        &[
+            ("lib/x.beam", b"one", 10),
+            ("lib/y.beam", b"two", 11),
+            ("lib/z.beam", b"one", 10),
+        ],
+        None,
+    );
+    for other in [c, d] {
+        let (k, dk) = key(&other);
+        assert_ne!(dk, da, "{}", other.display());
+        assert_ne!(k, ka, "{}", other.display());
+    }
+}
+
+#[test]
+fn a_layer_with_a_pax_sparse_file_has_no_content_key_but_still_a_diff_id() {
+    // A PAX sparse file is written into the spool in pieces, not hashed as
+    // it goes by: its layer is found unchanged by its diff ID alone.
+    let tmp = tempfile::tempdir().unwrap();
+    let tb = gnu_tar_sparse(tmp.path(), "posix", Some("1.0"));
+    let (tree, root) = unpack(&tb).unwrap();
+    assert_eq!(
+        tree.known_content(&root.join("rel/holes.bin")).unwrap(),
+        None
+    );
+    let l = layer_of(&tree, &root);
+    assert_eq!(
+        crate::layer::fingerprint(&l, &crate::layer::LayerOptions::default()).unwrap(),
+        None
+    );
+    let st = crate::layer::diff_id(&l, &crate::layer::LayerOptions::default()).unwrap();
+    assert_eq!(st.uncompressed_size, 3 * 512 + (8 << 20) + 1024);
+}
