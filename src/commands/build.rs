@@ -9,9 +9,10 @@ use crate::credentials::{ChainEnv, chain_for};
 use crate::engine::buildkit::BuildkitEngine;
 use crate::engine::direct::DirectEngine;
 use crate::engine::{BuildJob, BuildOutcome, Engine};
+use crate::image::ImageRef;
 use crate::layout::Layout;
 use crate::progress::human_bytes;
-use crate::settings::Settings;
+use crate::settings::{BaseSpec, Settings};
 
 /// Run `build`.
 pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
@@ -22,7 +23,10 @@ pub async fn run(settings: &Settings, a: &BuildArgs) -> Result<()> {
     for warning in &s.warnings {
         progress.say(format!("warning: {warning}"));
     }
-    let pull_client = if s.offline || s.engine == EngineKind::Buildkit {
+    // Only a registry base is pulled; setting up the HTTP client (reading
+    // the system's CA certificates) is a measurable part of a warm build.
+    let pulls = matches!(s.base, BaseSpec::Image(ImageRef::Registry(_)));
+    let pull_client = if s.offline || s.engine == EngineKind::Buildkit || !pulls {
         None
     } else {
         Some(super::client(

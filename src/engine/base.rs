@@ -275,16 +275,23 @@ fn from_layout(
 /// a bad disk) is removed from the cache and, when a client is at hand, the
 /// base is pulled again once; from an `oci:` layout, or offline, the build
 /// stops with the corrupt file named.
+///
+/// Blobs verified before are not copied yet: their digests come back, for
+/// the caller to copy ([`Layout::copy_verified_blob_from`]: copying and
+/// flushing a base layer to disk takes a while, but no CPU the build
+/// needs) while it builds, and before any manifest names them. Until then
+/// the base's layers are read from [`BaseImage::layout`].
 pub async fn install(
     base: BaseImage,
     reference: &ImageRef,
     want: &Platform,
     layout: &Layout,
     src: &BaseSource<'_>,
-) -> Result<BaseImage> {
+) -> Result<(BaseImage, Vec<Digest>)> {
     let copied = copy_blobs(&base, layout, src.memo);
-    let Err(err) = copied else {
-        return Ok(base);
+    let err = match copied {
+        Ok(staged) => return Ok((base, staged)),
+        Err(err) => err,
     };
     let from_cache =
         matches!(reference, ImageRef::Registry(_)) && base.layout.root() == src.cache.root();
@@ -307,19 +314,21 @@ pub async fn install(
     src.progress
         .say(format!("warning: {err}: {note}; pulling {r} again"));
     let again = from_registry(r, want, src).await?;
-    copy_blobs(&again, layout, src.memo)
+    let staged = copy_blobs(&again, layout, src.memo)
         .with_context(|| format!("copying the base {r} into {}", layout.root().display()))?;
-    Ok(again)
+    Ok((again, staged))
 }
 
 /// Copy the base's layers into `layout`, each hashed on the way, unless the
 /// memo says this very file (inode, size, mtime, ctime: any write changes
-/// ctime) was verified before; then a kernel-side copy without hashing.
+/// ctime) was verified before; those are left to the caller to copy
+/// (without hashing), their digests returned.
 fn copy_blobs(
     base: &BaseImage,
     layout: &Layout,
     memo: Option<&Memo>,
-) -> std::result::Result<(), LayoutError> {
+) -> std::result::Result<Vec<Digest>, LayoutError> {
+    let mut verified = Vec::new();
     for l in base.layers() {
         if layout.has_blob(&l.digest) {
             continue;
@@ -327,7 +336,7 @@ fn copy_blobs(
         let key = memo.and_then(|_| file_key(&base.layout.blob_path(&l.digest), &l.digest));
         match (memo, &key) {
             (Some(m), Some(k)) if m.get("verified", k).as_deref() == Some("ok") => {
-                layout.copy_verified_blob_from(&base.layout, &l.digest)?;
+                verified.push(l.digest.clone());
             }
             _ => {
                 layout.copy_blob_from(&base.layout, &l.digest)?;
@@ -337,7 +346,7 @@ fn copy_blobs(
             }
         }
     }
-    Ok(())
+    Ok(verified)
 }
 
 /// What identifies a file's bytes without reading them: its digest name,

@@ -53,6 +53,11 @@ impl super::Engine for DirectEngine {
                 p
             }
         };
+        // git's answers (three processes) come while the release is read.
+        let vcs = {
+            let project = s.project.clone();
+            std::thread::spawn(move || Vcs::discover(&project))
+        };
         let release = Release::open(&release_path, work.dir(), s.release_limits)?;
         let tags = if s.tags.is_empty() {
             vec![project::default_tag(release.version())]
@@ -80,29 +85,34 @@ impl super::Engine for DirectEngine {
             &memo,
             progress,
         );
-        let (base, packages_layer) = match &s.base {
+        let (base, packages_layer, to_copy) = match &s.base {
             BaseSpec::Image(r) => {
                 let base = base::resolve(r, release.platform(), &source).await?;
-                // The base's blobs first (verified), so the layout holds the whole image.
-                let base = base::install(base, r, release.platform(), job.layout, &source).await?;
+                // The base's blobs first (verified), so the layout will hold
+                // the whole image; those verified before are copied as the
+                // build runs.
+                let (base, to_copy) =
+                    base::install(base, r, release.platform(), job.layout, &source).await?;
                 let layer = if s.debian.packages.is_empty() {
                     None
                 } else {
                     Some(tokio::task::block_in_place(|| {
-                        packages_onto(&packages, &base, &release, job.layout)
+                        packages_onto(&packages, &base, &release)
                     })?)
                 };
-                (base, layer)
+                (base, layer, to_copy)
             }
             BaseSpec::Debian(_) | BaseSpec::DebianAuto => {
                 let base =
                     BaseImage::from_packages(&s.base.to_string(), release.platform(), job.layout)?;
                 let layer =
                     tokio::task::block_in_place(|| packages_base(&packages, &s.base, &release))?;
-                (base, Some(layer))
+                (base, Some(layer), Vec::new())
             }
         };
-        let vcs = Vcs::discover(&s.project);
+        let vcs = vcs
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let build = DirectBuild {
             settings: s,
             release: &release,
@@ -115,7 +125,7 @@ impl super::Engine for DirectEngine {
             progress,
             memo: &memo,
         };
-        tokio::task::block_in_place(|| build.run())
+        tokio::task::block_in_place(|| build.run(&to_copy))
     }
 }
 
@@ -144,8 +154,10 @@ pub struct DirectBuild<'a> {
 }
 
 impl DirectBuild<'_> {
-    /// Build the image; tags are moved only once every blob is stored.
-    pub fn run(&self) -> Result<BuildOutcome> {
+    /// Build the image; tags are moved only once every blob is stored,
+    /// the base's blobs `to_copy` (left by [`base::install`], verified
+    /// before) among them: copied on a thread of their own meanwhile.
+    pub fn run(&self, to_copy: &[Digest]) -> Result<BuildOutcome> {
         let s = self.settings;
         let release = self.release;
         let base = self.base;
@@ -163,11 +175,11 @@ impl DirectBuild<'_> {
             }
         }
 
-        // The base's blobs are in the layout already (`base::install`).
+        // The base's blobs are in the layout already or to copy (`base::install`).
         debug_assert!(
             base.layers()
                 .iter()
-                .all(|l| self.layout.has_blob(&l.digest))
+                .all(|l| self.layout.has_blob(&l.digest) || to_copy.contains(&l.digest))
         );
 
         let plan = release.plan(&PlanOptions {
@@ -238,7 +250,20 @@ impl DirectBuild<'_> {
         // its own while the next one is compressed; all are stored before
         // the config and manifest that name them.
         std::thread::scope(|scope| -> Result<()> {
-            let mut storing = Vec::new();
+            let layout = self.layout;
+            let mut storing = vec![scope.spawn(move || {
+                to_copy.iter().try_for_each(|d| {
+                    layout
+                        .copy_verified_blob_from(&base.layout, d)
+                        .with_context(|| {
+                            format!(
+                                "copying the base {} into {}",
+                                base.name,
+                                layout.root().display()
+                            )
+                        })
+                })
+            })];
             let layers = plan.layers.iter().zip(&fingerprints);
             for ((planned, fp), (remembered, hashed)) in
                 layers.zip(remembered.into_iter().zip(hashed))
@@ -246,7 +271,7 @@ impl DirectBuild<'_> {
                 let (stats, blob, reused, pending) =
                     self.make_layer(planned, fp.as_ref(), remembered.or(hashed), &opts, &known)?;
                 if let Some(p) = pending {
-                    storing.push(scope.spawn(move || p.store()));
+                    storing.push(scope.spawn(move || Ok(p.store().map(|_| ())?)));
                 }
                 let (digest, size) = (blob.digest, blob.size);
                 appended.push(AppendedLayer {
@@ -468,7 +493,7 @@ impl DirectBuild<'_> {
         let suite = match (self.packages, &self.settings.base) {
             (Some(p), _) => p.suite.clone(),
             (None, BaseSpec::Image(_)) => {
-                let facts = image_facts(self.base, self.layout, self.memo).ok()?;
+                let facts = image_facts(self.base, self.memo).ok()?;
                 debian.suite_of(&facts, &self.base.name).ok()?
             }
             (None, _) => return None,
@@ -543,11 +568,13 @@ impl DirectBuild<'_> {
         {
             return Ok(fs);
         }
-        let readers = self.layout.layer_readers(
-            base.layers()
-                .iter()
-                .chain(self.packages.map(|p| &p.descriptor)),
-        )?;
+        // The base's layers from where they came (they may be staged here
+        // still), the packages layer from this layout.
+        let mut readers = base.layout.layer_readers(base.layers())?;
+        readers.extend(
+            self.layout
+                .layer_readers(self.packages.map(|p| &p.descriptor))?,
+        );
         let fs = BaseRootfs::from_layers(readers)
             .with_context(|| format!("reading the base {}'s files", base.name))?;
         if let Ok(j) = serde_json::to_string(&fs) {

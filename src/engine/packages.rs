@@ -392,9 +392,9 @@ impl From<FetchError> for Error {
 }
 
 /// The dpkg database, symlinks and `os-release` of an image base, from its
-/// layers in `layout`, remembered per base manifest (reading them means
+/// layers where they came from, remembered per base manifest (reading them means
 /// decompressing every base layer).
-pub(super) fn image_facts(base: &BaseImage, layout: &Layout, memo: &Memo) -> Result<BaseFacts> {
+pub(super) fn image_facts(base: &BaseImage, memo: &Memo) -> Result<BaseFacts> {
     let key = Digest::of(format!("debian base facts v1 {}", base.manifest_digest).as_bytes());
     if let Some(f) = memo
         .get("debian-base", &key)
@@ -402,16 +402,16 @@ pub(super) fn image_facts(base: &BaseImage, layout: &Layout, memo: &Memo) -> Res
     {
         return Ok(f);
     }
-    let facts = read_image_facts(base, layout)?;
+    let facts = read_image_facts(base)?;
     if let Some(t) = facts.to_record() {
         memo.put("debian-base", &key, &t);
     }
     Ok(facts)
 }
 
-fn read_image_facts(base: &BaseImage, layout: &Layout) -> Result<BaseFacts> {
+fn read_image_facts(base: &BaseImage) -> Result<BaseFacts> {
     Ok(BaseFacts::from_layers(
-        layout.layer_readers(base.layers())?,
+        base.layout.layer_readers(base.layers())?,
     )?)
 }
 
@@ -421,10 +421,9 @@ pub(super) fn packages_onto(
     packages: &Packages<'_>,
     base: &BaseImage,
     release: &Release,
-    layout: &Layout,
 ) -> Result<PackagesLayer> {
     let arch = debian_architecture(release.platform())?;
-    let facts = image_facts(base, layout, packages.memo)
+    let facts = image_facts(base, packages.memo)
         .with_context(|| format!("reading the packages of the base {}", base.name))?;
     let suite = packages.suite_of(&facts, &base.name)?;
     let requests = &packages.settings.packages;

@@ -341,30 +341,48 @@ impl Layout {
     /// size, mtime and ctime). A kernel-side copy (`copy_file_range`),
     /// fsynced before it is renamed into place like every other blob.
     pub fn copy_verified_blob_from(&self, other: &Layout, digest: &Digest) -> Result<()> {
+        match self.stage_verified_blob_from(other, digest)? {
+            Some(staged) => staged.store().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::copy_verified_blob_from`] up to the fsync, which (with the
+    /// rename) is left to [`FinishedBlob::store`]. `None` when the layout
+    /// holds the blob already.
+    pub fn stage_verified_blob_from(
+        &self,
+        other: &Layout,
+        digest: &Digest,
+    ) -> Result<Option<FinishedBlob>> {
         if self.has_blob(digest) {
-            return Ok(());
+            return Ok(None);
         }
         let src = other.blob_path(digest);
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(io_err("creating", &tmp_dir))?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = tmp_dir.join(format!("blob-{}-{n}", std::process::id()));
-        let synced = fs::copy(&src, &tmp)
+        let copied = fs::copy(&src, &tmp)
             .map_err(io_err("copying", &src))
-            .and_then(|_| {
+            .and_then(|len| {
                 File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io_err("syncing", &tmp))
+                    .map(|f| (f, len))
+                    .map_err(io_err("opening", &tmp))
             });
-        if let Err(e) = synced {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
+        match copied {
+            Ok((file, len)) => Ok(Some(FinishedBlob::staged(
+                file,
+                tmp,
+                self.blob_path(digest),
+                digest.clone(),
+                len,
+            ))),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e.into())
+            }
         }
-        let dst = self.blob_path(digest);
-        fs::rename(&tmp, &dst).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err("storing", &dst)(e).into()
-        })
     }
 
     /// Remove one blob (a corrupt cache entry); absent is fine.
