@@ -98,7 +98,7 @@ pub struct BuildArgs {
     /// a hostile or broken tarball can write to its spool in scratch.
     #[arg(long, value_name = "SIZE")]
     pub max_release_size: Option<String>,
-    /// Layer compression: gzip (libdeflate level 4, the default), gzip:LEVEL
+    /// Layer compression: gzip (libdeflate level 2, the default), gzip:LEVEL
     /// (1-12), zstd (level 3) or zstd:LEVEL (1-22). zstd layers
     /// (application/vnd.oci.image.layer.v1.tar+zstd) are smaller and faster
     /// to unpack; containerd >= 1.5, Docker >= 23 and podman pull them,

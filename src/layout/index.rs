@@ -129,10 +129,13 @@ impl Layout {
     }
 
     pub(super) fn write_index(&self, index: &Index) -> Result<()> {
-        let bytes =
-            serde_json::to_vec_pretty(&serde_json::to_value(index).expect("json")).expect("json");
-        self.write_atomic(INDEX_FILE, &bytes)
+        self.write_atomic(INDEX_FILE, &index_bytes(index))
     }
+}
+
+/// `index.json`'s bytes.
+pub(super) fn index_bytes(index: &Index) -> Vec<u8> {
+    serde_json::to_vec_pretty(&serde_json::to_value(index).expect("json")).expect("json")
 }
 
 /// An index with no images.

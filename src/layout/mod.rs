@@ -186,11 +186,22 @@ impl Layout {
         }
         fs::create_dir_all(root.join("blobs/sha256")).map_err(io_err("creating", &root))?;
         let layout = Layout { root };
-        layout.write_atomic(
+        // Not fsynced here: the first fsync after a job wrote its release
+        // waits for the disk (tens of ms), and an empty layout holds nothing
+        // to lose. They are flushed on a thread of their own, and every
+        // later index.json is written with an fsync.
+        layout.write_atomic_with(
             OCI_LAYOUT_FILE,
             &serde_json::to_vec(&json!({"imageLayoutVersion": "1.0.0"})).expect("json"),
+            false,
         )?;
-        layout.write_index(&empty_index())?;
+        layout.write_atomic_with(INDEX_FILE, &index::index_bytes(&empty_index()), false)?;
+        let root = layout.root.clone();
+        std::thread::spawn(move || {
+            for name in [OCI_LAYOUT_FILE, INDEX_FILE] {
+                let _ = File::open(root.join(name)).and_then(|f| f.sync_all());
+            }
+        });
         Ok(layout)
     }
 
@@ -396,13 +407,19 @@ impl Layout {
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_with(name, bytes, true)
+    }
+
+    fn write_atomic_with(&self, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
         let dst = self.root.join(name);
         let tmp = self
             .root
             .join(format!(".{name}.tmp-{}", std::process::id()));
         let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
         f.write_all(bytes).map_err(io_err("writing", &tmp))?;
-        f.sync_all().map_err(io_err("syncing", &tmp))?;
+        if sync {
+            f.sync_all().map_err(io_err("syncing", &tmp))?;
+        }
         drop(f);
         fs::rename(&tmp, &dst).map_err(|e| {
             let _ = fs::remove_file(&tmp);
