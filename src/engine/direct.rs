@@ -42,6 +42,7 @@ impl super::Engine for DirectEngine {
         let progress = job.progress;
         // Held until the image is tagged: `gc` waits for it.
         let work = job.layout.work()?;
+        job.layout.flush_in_background();
         if s.mix {
             project::run_mix_release(&s.project)?;
         }

@@ -205,6 +205,19 @@ impl Layout {
         Ok(layout)
     }
 
+    /// fsync the layout's directory on a thread of its own, not waited for.
+    /// The first fsync of a process commits the file system's journal,
+    /// which first writes out what was written just before (the release
+    /// tarball a CI job has just made, tens of ms on a small runner's
+    /// disk); started as a build starts, that wait overlaps with reading
+    /// the release instead of holding up the first blob stored.
+    pub fn flush_in_background(&self) {
+        let root = self.root.clone();
+        std::thread::spawn(move || {
+            let _ = File::open(&root).and_then(|d| d.sync_all());
+        });
+    }
+
     /// The layout directory.
     pub fn root(&self) -> &Path {
         &self.root
