@@ -290,7 +290,7 @@ pub async fn install(
 ) -> Result<(BaseImage, Vec<Digest>)> {
     let copied = copy_blobs(&base, layout, src.memo);
     let err = match copied {
-        Ok(staged) => return Ok((base, staged)),
+        Ok(to_copy) => return Ok((base, to_copy)),
         Err(err) => err,
     };
     let from_cache =
@@ -314,9 +314,9 @@ pub async fn install(
     src.progress
         .say(format!("warning: {err}: {note}; pulling {r} again"));
     let again = from_registry(r, want, src).await?;
-    let staged = copy_blobs(&again, layout, src.memo)
+    let to_copy = copy_blobs(&again, layout, src.memo)
         .with_context(|| format!("copying the base {r} into {}", layout.root().display()))?;
-    Ok((again, staged))
+    Ok((again, to_copy))
 }
 
 /// Copy the base's layers into `layout`, each hashed on the way, unless the

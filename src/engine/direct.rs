@@ -272,7 +272,7 @@ impl DirectBuild<'_> {
                 let (stats, blob, reused, pending) =
                     self.make_layer(planned, fp.as_ref(), remembered.or(hashed), &opts, &known)?;
                 if let Some(p) = pending {
-                    storing.push(scope.spawn(move || Ok(p.store().map(|_| ())?)));
+                    storing.push(scope.spawn(move || p.store().map(|_| ()).map_err(Into::into)));
                 }
                 let (digest, size) = (blob.digest, blob.size);
                 appended.push(AppendedLayer {
@@ -569,8 +569,8 @@ impl DirectBuild<'_> {
         {
             return Ok(fs);
         }
-        // The base's layers from where they came (they may be staged here
-        // still), the packages layer from this layout.
+        // The base's layers from where they came (they may not be copied
+        // here yet), the packages layer from this layout.
         let mut readers = base.layout.layer_readers(base.layers())?;
         readers.extend(
             self.layout

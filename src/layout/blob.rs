@@ -81,18 +81,6 @@ pub struct FinishedBlob {
 }
 
 impl FinishedBlob {
-    /// A blob already written in full to `tmp` (open as `file`) and known
-    /// to be `digest`, to be stored as `dst`.
-    pub(super) fn staged(file: File, tmp: PathBuf, dst: PathBuf, digest: Digest, len: u64) -> Self {
-        FinishedBlob {
-            file: Some(file),
-            tmp,
-            dst,
-            digest,
-            len,
-        }
-    }
-
     /// Its digest.
     pub fn digest(&self) -> &Digest {
         &self.digest

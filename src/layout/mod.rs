@@ -196,25 +196,23 @@ impl Layout {
             false,
         )?;
         layout.write_atomic_with(INDEX_FILE, &index::index_bytes(&empty_index()), false)?;
-        let root = layout.root.clone();
-        std::thread::spawn(move || {
-            for name in [OCI_LAYOUT_FILE, INDEX_FILE] {
-                let _ = File::open(root.join(name)).and_then(|f| f.sync_all());
-            }
-        });
+        layout.flush_in_background();
         Ok(layout)
     }
 
-    /// fsync the layout's directory on a thread of its own, not waited for.
-    /// The first fsync of a process commits the file system's journal,
-    /// which first writes out what was written just before (the release
-    /// tarball a CI job has just made, tens of ms on a small runner's
-    /// disk); started as a build starts, that wait overlaps with reading
-    /// the release instead of holding up the first blob stored.
+    /// fsync the layout's `oci-layout`, `index.json` and directory on a
+    /// thread of its own, not waited for. The first fsync of a process
+    /// commits the file system's journal, which first writes out what was
+    /// written just before (the release tarball a CI job has just made,
+    /// tens of ms on a small runner's disk); started as a build starts,
+    /// that wait overlaps with reading the release instead of holding up
+    /// the first blob stored.
     pub fn flush_in_background(&self) {
         let root = self.root.clone();
         std::thread::spawn(move || {
-            let _ = File::open(&root).and_then(|d| d.sync_all());
+            for p in [root.join(OCI_LAYOUT_FILE), root.join(INDEX_FILE), root] {
+                let _ = File::open(&p).and_then(|f| f.sync_all());
+            }
         });
     }
 
@@ -365,48 +363,30 @@ impl Layout {
     /// size, mtime and ctime). A kernel-side copy (`copy_file_range`),
     /// fsynced before it is renamed into place like every other blob.
     pub fn copy_verified_blob_from(&self, other: &Layout, digest: &Digest) -> Result<()> {
-        match self.stage_verified_blob_from(other, digest)? {
-            Some(staged) => staged.store().map(|_| ()),
-            None => Ok(()),
-        }
-    }
-
-    /// [`Self::copy_verified_blob_from`] up to the fsync, which (with the
-    /// rename) is left to [`FinishedBlob::store`]. `None` when the layout
-    /// holds the blob already.
-    pub fn stage_verified_blob_from(
-        &self,
-        other: &Layout,
-        digest: &Digest,
-    ) -> Result<Option<FinishedBlob>> {
         if self.has_blob(digest) {
-            return Ok(None);
+            return Ok(());
         }
         let src = other.blob_path(digest);
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(io_err("creating", &tmp_dir))?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = tmp_dir.join(format!("blob-{}-{n}", std::process::id()));
-        let copied = fs::copy(&src, &tmp)
+        let synced = fs::copy(&src, &tmp)
             .map_err(io_err("copying", &src))
-            .and_then(|len| {
+            .and_then(|_| {
                 File::open(&tmp)
-                    .map(|f| (f, len))
-                    .map_err(io_err("opening", &tmp))
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("syncing", &tmp))
             });
-        match copied {
-            Ok((file, len)) => Ok(Some(FinishedBlob::staged(
-                file,
-                tmp,
-                self.blob_path(digest),
-                digest.clone(),
-                len,
-            ))),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e.into())
-            }
+        if let Err(e) = synced {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
         }
+        let dst = self.blob_path(digest);
+        fs::rename(&tmp, &dst).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("storing", &dst)(e).into()
+        })
     }
 
     /// Remove one blob (a corrupt cache entry); absent is fine.
