@@ -15,10 +15,11 @@ packages=(
   jq curl ca-certificates python3 python3-cryptography util-linux tar gzip
   coreutils findutils gawk procps iproute2 git time tmux
   # the benchmark corpus (scripts/make-phoenix-corpus.sh): real JS, CSS, fonts;
-  # the compressor study and the time breakdown (valgrind, perf)
+  # the compressor study and the time breakdown (valgrind; perf and strace for
+  # scripts/profile-build.sh)
   libjs-bootstrap5 libjs-jquery-ui libjs-highlight.js libjs-d3 fonts-font-awesome libjs-chart.js
   libjs-codemirror libjs-moment libjs-lodash libjs-leaflet libjs-vue libjs-katex libjs-sortable
-  zstd valgrind
+  zstd valgrind linux-perf strace
   # crates with C parts; musl-gcc for static builds (README "Static binaries")
   build-essential pkg-config musl-tools
   # tests/support/debian-archive.sh (apt's own tools judge the archive)
