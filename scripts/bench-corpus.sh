@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of the direct build on releases as CI gets them (issue 11
-# targets), side by side with umoci in one run, medians from hyperfine, for
+# targets), side by side with umoci in one run, in interleaved rounds
+# (scripts/rounds.py: each round runs every command once; ratios are taken
+# within a round, then medianed, so the machine's drift stays out of them), for
 # two corpora:
 #   phoenix — the Phoenix-shaped release of scripts/make-phoenix-corpus.sh
 #             (~57 MB: ERTS/OTP, 25 dependency apps, priv/static with
@@ -57,11 +59,24 @@ for row in phoenix big; do
   cold="rm -rf $r/g $r/u $w/cache/memo/diffid $w/cache/memo/preflight; cp $tar_a $r/fresh.tar.gz; cp -a $base $r/u"
   zstd_cmd=()
   [ -n "$zstd" ] && zstd_cmd=(-n "$row: guildhall-image, tarball, zstd" "$build --compression zstd --release $r/fresh.tar.gz --layout $r/g")
-  hyperfine --runs "$runs" --warmup 1 --export-json "$r/full.json" --prepare "$cold" \
-    -n "$row: guildhall-image, tarball" "$build --release $r/fresh.tar.gz --layout $r/g" \
-    -n "$row: guildhall-image, directory" "$build --release $dir_a --layout $r/g" \
-    -n "$row: umoci insert" "umoci insert --image $r/u:runner --tag t $w/tree /app && umoci config --image $r/u:t --config.cmd /app/bin/server --config.user 65534:65534 --config.workingdir /app" \
-    "${zstd_cmd[@]}" >&2
+  umoci_cmd="umoci insert --image $r/u:runner --tag t $w/tree /app && umoci config --image $r/u:t --config.cmd /app/bin/server --config.user 65534:65534 --config.workingdir /app"
+  # Rebuild: the layout holds the build of tarball A (made on this machine,
+  # so the cache remembers what it may: its memo is kept and put back before
+  # every rebuild); B is a new tarball, freshly copied.
+  rm -rf "$r/snap" "$w/cache/memo"
+  cp "$tar_a" "$r/a.tar.gz"
+  $build --release "$r/a.tar.gz" --layout "$r/snap" >/dev/null
+  rm -rf "$r/memo"; cp -a "$w/cache/memo" "$r/memo"
+  rebuild_prep="rm -rf $r/rb $w/cache/memo; cp -a $r/snap $r/rb; cp -a $r/memo $w/cache/memo; cp $tar_b $r/fresh-b.tar.gz"
+  # Every round runs each command once, after its own prepare step
+  # (scripts/rounds.py): ratios are taken within a round, then medianed.
+  {
+    jq -n --arg p "$cold" --arg c "$build --release $r/fresh.tar.gz --layout $r/g" '{name: "tarball", prepare: $p, command: $c}'
+    jq -n --arg p "$cold" --arg c "$build --release $dir_a --layout $r/g" '{name: "directory", prepare: $p, command: $c}'
+    jq -n --arg p "$cold" --arg c "$umoci_cmd" '{name: "umoci", prepare: $p, command: $c}'
+    [ -n "$zstd" ] && jq -n --arg p "$cold" --arg c "$build --compression zstd --release $r/fresh.tar.gz --layout $r/g" '{name: "zstd", prepare: $p, command: $c}'
+    jq -n --arg p "$rebuild_prep" --arg c "$build --release $r/fresh-b.tar.gz --layout $r/rb --tag b" '{name: "rebuild", prepare: $p, command: $c}'
+  } | jq -s . | python3 scripts/rounds.py "$runs" 1 "$r/rounds.json"
 
   # Sizes, from one more build of each.
   eval "$cold"
@@ -81,32 +96,29 @@ for row in phoenix big; do
     zbytes="$(release_bytes "$r/z" t "$base_layers")"
   fi
 
-  # Rebuild: the layout holds the build of tarball A (made on this machine,
-  # so the cache remembers what it may); B is a new tarball, freshly copied.
-  rm -rf "$r/snap" "$w/cache/memo"
-  cp "$tar_a" "$r/a.tar.gz"
-  $build --release "$r/a.tar.gz" --layout "$r/snap" >/dev/null
-  hyperfine --runs "$runs" --warmup 1 --export-json "$r/rebuild.json" \
-    --prepare "rm -rf $r/rb; cp -a $r/snap $r/rb; cp $tar_b $r/fresh-b.tar.gz" \
-    -n "$row: rebuild after a one-module change, new tarball" "$build --release $r/fresh-b.tar.gz --layout $r/rb --tag b" >&2
   printf '%s %s %s %s %s %s\n' "$row" "$ours" "$theirs" "$zbytes" "$rss" "$zrss" >> "$w/sizes"
 done
 
 python3 - "$w" <<'PY'
-import json, sys, os
+import json, sys, os, statistics
 w = sys.argv[1]
 sizes = {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(os.path.join(w, "sizes"))}
-print("| corpus | full build from a tarball | from the directory | umoci insert | ratio (tarball / umoci) | rebuild, one module, new tarball | share of a full build | layers compressed: ours vs umoci | zstd build, size | peak RSS gzip / zstd |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| corpus | full build from a tarball | from the directory | umoci insert | ratio tarball / umoci | ratio directory / umoci | rebuild, one module, new tarball | share of a full build | layers compressed: ours vs umoci | zstd build, size | peak RSS gzip / zstd |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+def ratio(a, b, pct=False):
+    # medians of the per-round ratios, and their range
+    rs = sorted(x / y for x, y in zip(a, b))
+    f = (lambda x: f"{x:.0%}") if pct else (lambda x: f"{x:.2f}")
+    return f"{f(statistics.median(rs))} ({f(rs[0])}–{f(rs[-1])})"
 for row in ["phoenix", "big"]:
-    full = {r["command"].split(": ", 1)[1]: r for r in json.load(open(os.path.join(w, row, "full.json")))["results"]}
-    reb = json.load(open(os.path.join(w, row, "rebuild.json")))["results"][0]["median"]
-    t, d, u = (full[k]["median"] for k in ["guildhall-image, tarball", "guildhall-image, directory", "umoci insert"])
+    res = {r["name"]: r for r in json.load(open(os.path.join(w, row, "rounds.json")))["results"]}
+    T = {k: v["times"] for k, v in res.items()}
+    M = {k: v["median"] for k, v in res.items()}
     ours, theirs, z, rss, zrss = sizes[row]
     zs = "—"
-    if "guildhall-image, tarball, zstd" in full:
-        zs = f'{full["guildhall-image, tarball, zstd"]["median"]:.2f} s, {z/1e6:.1f} MB'
-    print(f"| {row} | {t:.2f} s | {d:.2f} s | {u:.2f} s | {t/u:.2f} | {reb:.2f} s | {reb/t:.0%} | {ours/1e6:.1f} MB vs {theirs/1e6:.1f} MB ({ours/theirs:.3f}) | {zs} | {rss/1024:.0f} / {zrss/1024:.0f} MB |")
-n = len(json.load(open(os.path.join(w, "phoenix", "full.json")))["results"][0]["times"])
-print(f"\nmedians of {n}; targets: full build <= 0.8x umoci and no larger; rebuild <= 15% of a full build")
+    if "zstd" in M:
+        zs = f'{M["zstd"]:.2f} s, {z/1e6:.1f} MB'
+    print(f"| {row} | {M['tarball']:.2f} s | {M['directory']:.2f} s | {M['umoci']:.2f} s | {ratio(T['tarball'], T['umoci'])} | {ratio(T['directory'], T['umoci'])} | {M['rebuild']:.2f} s | {ratio(T['rebuild'], T['tarball'], pct=True)} | {ours/1e6:.1f} MB vs {theirs/1e6:.1f} MB ({ours/theirs:.3f}) | {zs} | {rss/1024:.0f} / {zrss/1024:.0f} MB |")
+n = json.load(open(os.path.join(w, "phoenix", "rounds.json")))["rounds"]
+print(f"\n{n} interleaved rounds; times are medians, ratios the medians of each round's ratios (range); targets: full build <= 0.8x umoci and no larger; rebuild <= 15% of a full build")
 PY
