@@ -28,9 +28,36 @@ impl SecretService {
         std::fs::create_dir_all(&run).unwrap();
         std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
+        // The bus's own configuration, not the system's session.conf: that
+        // one reads /usr/share/dbus-1/services, where gnome-keyring's
+        // org.freedesktop.secrets.service lets the first message to the name
+        // (the readiness ping below, when it beats the daemon started here)
+        // activate a second, locked daemon outside this test's control. That
+        // one then owns the name for good, and the unlocked collection this
+        // test waits for never appears (a CI run failed so, after 120 s).
+        // Without service directories nothing is ever activated.
+        let config = home.join("dbus-session.conf");
+        std::fs::write(
+            &config,
+            concat!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n",
+                " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n",
+                "<busconfig>\n",
+                "  <type>session</type>\n",
+                "  <listen>unix:tmpdir=/tmp</listen>\n",
+                "  <auth>EXTERNAL</auth>\n",
+                "  <policy context=\"default\">\n",
+                "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n",
+                "    <allow eavesdrop=\"true\"/>\n",
+                "    <allow own=\"*\"/>\n",
+                "  </policy>\n",
+                "</busconfig>\n",
+            ),
+        )
+        .unwrap();
         let out = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
             .args([
-                "--session",
                 "--fork",
                 "--nopidfile",
                 "--print-address=1",
